@@ -1,0 +1,144 @@
+"""Keras callbacks for VAE training.
+
+`KLAnnealing` schedules β, the weight of the KL term, every training step: start low so
+the model learns to use z, then raise it so prior samples become good (THEORY.md,
+"Failure modes and β"). The schedules are plain functions of the global step in
+`SCHEDULES`, so a recipe names one by string.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+
+from vae_zoo.registry import Registry
+
+SCHEDULES = Registry("annealing schedule")
+
+
+@SCHEDULES.register("constant")
+def constant(step, *, beta_max, **_):
+    """β = beta_max throughout."""
+    return beta_max
+
+
+@SCHEDULES.register("linear")
+def linear(step, *, beta_min, beta_max, warmup_steps, **_):
+    """β rises linearly from beta_min to beta_max over warmup_steps, then stays."""
+    fraction = min(1.0, step / max(warmup_steps, 1))
+    return beta_min + (beta_max - beta_min) * fraction
+
+
+@SCHEDULES.register("sigmoid")
+def sigmoid(step, *, beta_min, beta_max, warmup_steps, steepness=10.0, **_):
+    """β follows a logistic curve centred at warmup_steps / 2, at beta_max after warmup_steps."""
+    fraction = min(1.0, step / max(warmup_steps, 1))
+    s = 1.0 / (1.0 + math.exp(-steepness * (fraction - 0.5)))
+    return beta_min + (beta_max - beta_min) * s
+
+
+@SCHEDULES.register("cyclical")
+def cyclical(step, *, beta_min, beta_max, total_steps, cycles=4, ratio=0.5, **_):
+    """Cyclical annealing (Fu et al. 2019, arXiv:1903.10145).
+
+    Training is split into `cycles` equal periods; in each, β rises linearly from
+    beta_min to beta_max over the first `ratio` of the period and then stays at beta_max.
+    """
+    period = max(total_steps / cycles, 1.0)
+    position = (step % period) / period
+    return beta_min + (beta_max - beta_min) * min(1.0, position / ratio)
+
+
+class KLAnnealing(keras.callbacks.Callback):
+    """Sets `model.beta` before every training step from a schedule of the global step.
+
+    The global step counts every batch since this callback's first `fit` (so the
+    schedule continues across epochs and across `fit` calls). β is logged per epoch as the "beta" metric of
+    the model (mean over the epoch's steps) and here as "beta_end" (β at epoch end).
+
+    Args:
+        schedule: "linear", "sigmoid", "cyclical" or "constant".
+        beta_max: final (peak) β; default: the model's initial β.
+        beta_min: β at step 0 (the bottom of each cycle for "cyclical").
+        warmup_steps / warmup_epochs: length of the warm-up (linear and sigmoid); give
+            one of them. Epochs are converted with the number of steps per epoch.
+        cycles, ratio: cyclical schedule parameters (M and R of Fu et al.).
+        steepness: sigmoid slope; β(0) ≈ beta_min + e^(-steepness/2) (beta_max − beta_min).
+
+    Example:
+    ```python
+    model.fit(ds, epochs=30, callbacks=[KLAnnealing("linear", warmup_epochs=10)])
+    ```
+    """
+
+    def __init__(
+        self,
+        schedule="linear",
+        beta_max=None,
+        beta_min=0.0,
+        warmup_steps=None,
+        warmup_epochs=None,
+        cycles=4,
+        ratio=0.5,
+        steepness=10.0,
+    ):
+        super().__init__()
+        self.schedule_fn = SCHEDULES.get(schedule)
+        self.schedule = schedule
+        if warmup_steps is not None and warmup_epochs is not None:
+            raise ValueError("give warmup_steps or warmup_epochs, not both")
+        if beta_min < 0 or (beta_max is not None and beta_max < beta_min):
+            raise ValueError(f"need 0 <= beta_min <= beta_max, got {beta_min}, {beta_max}")
+        if cycles < 1 or not 0 < ratio <= 1:
+            raise ValueError(f"need cycles >= 1 and 0 < ratio <= 1, got {cycles}, {ratio}")
+        self.beta_max = beta_max
+        self.beta_min = float(beta_min)
+        self.warmup_steps = warmup_steps
+        self.warmup_epochs = warmup_epochs
+        self.cycles = int(cycles)
+        self.ratio = float(ratio)
+        self.steepness = float(steepness)
+        self.epoch_start = 0  # global step at the start of the current epoch
+        self.steps_in_epoch = 0
+        self._options = None
+
+    def on_train_begin(self, logs=None):
+        steps_per_epoch = self.params.get("steps") or 1
+        epochs = self.params.get("epochs") or 1
+        warmup = self.warmup_steps
+        if warmup is None:
+            warmup = (self.warmup_epochs if self.warmup_epochs is not None else epochs / 2)
+            warmup = warmup * steps_per_epoch
+        beta_max = self.beta_max
+        if beta_max is None:
+            beta_max = getattr(self.model, "initial_beta", 1.0)
+        self._options = dict(
+            beta_min=self.beta_min,
+            beta_max=float(beta_max),
+            warmup_steps=float(warmup),
+            total_steps=float(epochs * steps_per_epoch),
+            cycles=self.cycles,
+            ratio=self.ratio,
+            steepness=self.steepness,
+        )
+
+    def value(self, step):
+        """β at global step `step` (after `on_train_begin`)."""
+        return float(self.schedule_fn(step, **self._options))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.steps_in_epoch = 0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        # `batch` is the epoch's step index (the first step of the execution when
+        # compile(steps_per_execution=N) runs several steps per call).
+        self.model.beta.assign(self.value(self.epoch_start + batch))
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps_in_epoch = batch + 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch_start += self.steps_in_epoch
+        if logs is not None:
+            logs["beta_end"] = float(self.model.beta.numpy())

@@ -1,0 +1,266 @@
+"""The one VAE model every family builds on.
+
+A model is five parts: an encoder body, a posterior head, a decoder body, a likelihood
+head and a prior. A family (`DenseVAE`, ...) is a thin constructor that builds those
+parts from a few arguments; training, evaluation, sampling and saving live here once.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from vae_zoo import objectives
+from vae_zoo.registry import Registry
+
+tfd = tfp.distributions
+
+MODELS = Registry("model family")
+
+METRIC_NAMES = ("loss", "elbo", "reconstruction", "kl", "beta")
+
+
+def _stateless_seed(seed):
+    """An int (or a `[2]` tensor) as a TFP stateless seed: same seed, same draw."""
+    if isinstance(seed, int):
+        return tf.constant([seed, 0], tf.int32)
+    return tf.cast(seed, tf.int32)
+
+
+def _serialize(obj):
+    return keras.saving.serialize_keras_object(obj)
+
+
+def _deserialize(obj):
+    if isinstance(obj, dict) and "class_name" in obj:
+        return keras.saving.deserialize_keras_object(obj)
+    return obj
+
+
+@keras.saving.register_keras_serializable(package="vae_zoo")
+class VAE(keras.Model):
+    """Variational autoencoder with TFP distributions for q(z|x), p(x|z) and p(z).
+
+    Trains by maximizing the β-weighted evidence lower bound
+    `E_q[log p(x|z)] − β · KL(q(z|x) || p(z))` (Kingma & Welling 2014,
+    arXiv:1312.6114) with one reparameterized sample per example and the analytic KL
+    when TFP registers one.
+
+    Args:
+        encoder: Keras layer `[B, *input_shape] -> [B, *posterior params]`.
+        decoder: Keras layer `[B, *latent_shape] -> [B, *likelihood params]`.
+        posterior: a `vae_zoo.heads` posterior head.
+        likelihood: a `vae_zoo.heads` likelihood head.
+        prior: a `vae_zoo.priors` prior; its `latent_shape` is the model's.
+        input_shape: tuple, shape of one example (images `(H, W, C)` or `(D,)`).
+        beta: float >= 0, initial weight of the KL term (a non-trainable variable,
+            changed by `vae_zoo.callbacks.KLAnnealing`).
+        analytic_kl: use the closed-form KL when registered in TFP.
+        seed: int or None, seeds the model's `keras.random.SeedGenerator`.
+
+    Example:
+    ```python
+    model = vae_zoo.models.DenseVAE(input_shape=(28, 28, 1), latent_dim=16)
+    model.compile(optimizer="adam")
+    model.fit(vae_zoo.data.load("mnist_sample"), epochs=5)
+    q = model.encode(x)            # batch [B], event [16]
+    x_new = model.sample(64)       # [64, 28, 28, 1]
+    ```
+    """
+
+    def __init__(
+        self,
+        encoder,
+        decoder,
+        posterior,
+        likelihood,
+        prior,
+        input_shape,
+        beta=1.0,
+        analytic_kl=True,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if beta < 0:
+            raise ValueError(f"beta must be >= 0, got {beta}")
+        # Layers.
+        self.encoder = encoder
+        self.decoder = decoder
+        self.posterior = posterior
+        self.likelihood = likelihood
+        self.prior = prior
+        self.data_shape = tuple(int(d) for d in input_shape)
+        self.latent_shape = tuple(prior.latent_shape)
+        self.analytic_kl = bool(analytic_kl)
+        self.seed = seed
+        self.initial_beta = float(beta)
+        self.beta = self.add_weight(
+            name="beta",
+            shape=(),
+            initializer=keras.initializers.Constant(self.initial_beta),
+            trainable=False,
+            dtype="float32",
+        )
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.trackers = [keras.metrics.Mean(name=name) for name in METRIC_NAMES]
+        # Wiring: create every variable now, so the model can be saved, restored,
+        # distributed and checkpointed (keras-tuner) without a first call.
+        self.build((None,) + self.data_shape)
+
+    # ------------------------------------------------------------------ building
+
+    def dummy_inputs(self):
+        """Inputs of batch 1 that `build` runs through `elbo` to create variables."""
+        return (tf.zeros((1,) + self.data_shape, tf.float32),)
+
+    def build(self, input_shape=None):
+        if self.built:
+            return
+        self.prior.build(None)
+        self.elbo(*self.dummy_inputs(), seed=tf.constant([0, 0], tf.int32))
+        self.built = True
+
+    # ------------------------------------------------------------------ public API
+
+    def encode(self, x):
+        """q(z|x): batch `[B]`, event `latent_shape`."""
+        return self.posterior(self.encoder(x))
+
+    def decode(self, z):
+        """p(x|z): batch `[B]`, event `input_shape`."""
+        return self.likelihood(self.decoder(z))
+
+    def prior_distribution(self):
+        """p(z): batch `[]`, event `latent_shape`."""
+        return self.prior.distribution()
+
+    def _next_seed(self):
+        seed = tf.cast(self.seed_generator.next(), tf.int32)
+        replica = tf.distribute.get_replica_context()
+        if replica is not None and replica.num_replicas_in_sync > 1:
+            # Replicas share the generator's state: give each its own noise stream.
+            replica_id = tf.cast(replica.replica_id_in_sync_group, tf.int32)
+            seed = seed + tf.stack([replica_id, 0])
+        return seed
+
+    def posterior_sample(self, q, seed):
+        """One reparameterized sample z ~ q(z|x), `[B, *latent_shape]`."""
+        return q.sample(seed=seed)
+
+    def elbo(self, x, seed=None):
+        """Per-example ELBO terms in nats, one reparameterized sample.
+
+        Returns:
+            dict of `[B]` tensors: "elbo", "reconstruction" (log p(x|z)) and "kl"
+            (analytic when registered in TFP, Monte-Carlo otherwise).
+        """
+        seed = self._next_seed() if seed is None else _stateless_seed(seed)
+        x = tf.convert_to_tensor(x, tf.float32)
+        q = self.encode(x)
+        z = self.posterior_sample(q, seed)
+        return objectives.elbo_terms(
+            x, q, z, self.decode(z), self.prior_distribution(), self.analytic_kl
+        )
+
+    def log_importance_weights(self, x, num_samples, seed=None):
+        """log p(x|z_k) + log p(z_k) − log q(z_k|x) for K samples z_k ~ q: `[K, B]`."""
+        seed = self._next_seed() if seed is None else _stateless_seed(seed)
+        x = tf.convert_to_tensor(x, tf.float32)
+        q = self.encode(x)
+        z = q.sample(num_samples, seed=seed)  # [K, B, *latent_shape]
+        flat_z = tf.reshape(z, (-1,) + self.latent_shape)  # [K*B, *latent_shape]
+        batch = tf.shape(x)[0]
+        tiled_x = tf.tile(x, [num_samples] + [1] * len(self.data_shape))  # [K*B, ...]
+        log_px_z = tf.reshape(self.decode(flat_z).log_prob(tiled_x), [num_samples, batch])
+        return log_px_z + self.prior_distribution().log_prob(z) - q.log_prob(z)
+
+    def sample(self, n, seed=None):
+        """`n` draws x̄ = E[x|z], z ~ p(z): `[n, *input_shape]` (the likelihood's mean)."""
+        seed = self._next_seed() if seed is None else _stateless_seed(seed)
+        z = self.prior_distribution().sample(n, seed=seed)
+        return self.decode(z).mean()
+
+    def reconstruct(self, x):
+        """E[x|z] at the posterior mean z = E_q[z|x]: `[B, *input_shape]`."""
+        return self.decode(self.encode(x).mean()).mean()
+
+    def call(self, inputs, training=False):
+        return self.reconstruct(inputs)
+
+    # ------------------------------------------------------------------ training
+
+    def unpack_inputs(self, data):
+        """The model's inputs from a batch: `(x,)`; labels, if any, are ignored."""
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        if isinstance(x, (tuple, list)):
+            x = x[0]
+        return (x,)
+
+    def compute_terms(self, inputs):
+        """Per-example objective terms (dict of `[B]`), including "loss" to minimize."""
+        terms = self.elbo(*inputs)
+        beta = tf.cast(tf.convert_to_tensor(self.beta), terms["kl"].dtype)
+        terms["loss"] = -(terms["reconstruction"] - beta * terms["kl"])
+        return terms
+
+    def _mean_over_global_batch(self, per_example):
+        """Σ over the replica's examples / global batch size.
+
+        Under a `tf.distribute` strategy Keras sums the replicas' gradients, so each
+        replica's loss must be its share of the global mean, not its own mean.
+        """
+        total = tf.reduce_sum(per_example)
+        count = tf.cast(tf.shape(per_example)[0], per_example.dtype)
+        replica = tf.distribute.get_replica_context()
+        if replica is not None and replica.num_replicas_in_sync > 1:
+            count = replica.all_reduce(tf.distribute.ReduceOp.SUM, count)
+        return total / count
+
+    def _update_metrics(self, terms):
+        values = dict(terms, beta=self.beta)
+        for tracker in self.trackers:
+            tracker.update_state(values[tracker.name])
+        return {tracker.name: tracker.result() for tracker in self.trackers}
+
+    def train_step(self, data):
+        inputs = self.unpack_inputs(data)
+        with tf.GradientTape() as tape:
+            terms = self.compute_terms(inputs)
+            loss = self._mean_over_global_batch(terms["loss"])
+            if self.losses:
+                replicas = tf.distribute.get_strategy().num_replicas_in_sync
+                loss += tf.add_n(self.losses) / replicas
+            scaled = self.optimizer.scale_loss(loss)
+        grads = tape.gradient(scaled, self.trainable_variables)
+        self.optimizer.apply(grads, self.trainable_variables)
+        return self._update_metrics(terms)
+
+    def test_step(self, data):
+        return self._update_metrics(self.compute_terms(self.unpack_inputs(data)))
+
+    @property
+    def metrics(self):
+        return list(self.trackers)
+
+    # ------------------------------------------------------------------ config
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "encoder": _serialize(self.encoder),
+            "decoder": _serialize(self.decoder),
+            "posterior": _serialize(self.posterior),
+            "likelihood": _serialize(self.likelihood),
+            "prior": _serialize(self.prior),
+            "input_shape": self.data_shape,
+            "beta": self.initial_beta,
+            "analytic_kl": self.analytic_kl,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**{key: _deserialize(value) for key, value in config.items()})

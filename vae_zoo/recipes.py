@@ -1,0 +1,398 @@
+"""Training recipes: TOML files that name a dataset, a model, a training schedule.
+
+A recipe has the sections below; every key has a default except where noted, so a
+recipe only states what it changes. Unknown sections or keys, wrong types and
+out-of-range values raise `RecipeError` with one line naming the key.
+
+```toml
+[data]        dataset, binarize, batch_size, train_split, test_split, image_size,
+              data_dir, seed
+[model]       family (required) and the family constructor's arguments
+              (e.g. latent_dim, hidden_units, likelihood, posterior, prior, beta)
+[train]       epochs, optimizer, learning_rate, seed, jit_compile, steps_per_execution
+[annealing]   schedule ("none", "linear", "sigmoid", "cyclical", "constant"),
+              beta_min, beta_max, warmup_epochs, cycles, ratio
+[evaluate]    num_samples (IW samples; 0 skips), examples
+[output]      grid_size
+```
+
+Recipes are found by path or by name among the packaged ones (`recipes/` in the
+repository, installed as `vae_zoo.recipe_files`). `--set section.key=value` overrides are
+parsed as TOML values (bare words are strings).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import importlib.resources
+import inspect
+import math
+import tomllib
+from pathlib import Path
+from typing import Any
+
+DEFAULT_RECIPE = "mnist_dense"
+
+
+class RecipeError(ValueError):
+    """A recipe (or an override) names something wrong; the message names the key."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    """One recipe key: its type(s), default and allowed values."""
+
+    types: tuple
+    default: Any
+    choices: tuple | None = None
+    minimum: float | None = None
+    exclusive_minimum: bool = False
+    nullable: bool = False
+
+
+def _schedules():
+    from vae_zoo.callbacks import SCHEDULES
+
+    return ("none",) + tuple(SCHEDULES.names())
+
+
+def _datasets():
+    from vae_zoo import data
+
+    return data.DATASETS
+
+
+def _binarize_modes():
+    from vae_zoo import data
+
+    return data.BINARIZE_MODES
+
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+
+# Section → key → Field. Choices given as callables are resolved lazily.
+SCHEMA = {
+    "data": {
+        "dataset": Field((str,), "mnist_sample", choices=_datasets),
+        "binarize": Field((str,), "dynamic", choices=_binarize_modes),
+        "batch_size": Field((int,), 128, minimum=1),
+        "train_split": Field((str,), "train"),
+        "test_split": Field((str,), "test"),
+        "image_size": Field((int,), None, minimum=1, nullable=True),
+        "data_dir": Field((str,), None, nullable=True),
+        "seed": Field((int,), 0),
+    },
+    "train": {
+        "epochs": Field((int,), 30, minimum=1),
+        "optimizer": Field((str,), "adam", choices=OPTIMIZERS),
+        "learning_rate": Field((float, int), 1e-3, minimum=0, exclusive_minimum=True),
+        "seed": Field((int,), 0),
+        "jit_compile": Field((bool, str), "auto", choices=(True, False, "auto")),
+        "steps_per_execution": Field((int,), 1, minimum=1),
+    },
+    "annealing": {
+        "schedule": Field((str,), "none", choices=_schedules),
+        "beta_min": Field((float, int), 0.0, minimum=0),
+        "beta_max": Field((float, int), None, minimum=0, nullable=True),
+        "warmup_epochs": Field((float, int), 10, minimum=0),
+        "cycles": Field((int,), 4, minimum=1),
+        "ratio": Field((float, int), 0.5, minimum=0, exclusive_minimum=True),
+    },
+    "evaluate": {
+        "num_samples": Field((int,), 1000, minimum=0),
+        "examples": Field((int,), 1000, minimum=1),
+    },
+    "output": {
+        "grid_size": Field((int,), 64, minimum=1),
+    },
+}
+
+# Model arguments that come from elsewhere in the recipe, not from [model].
+_DERIVED_MODEL_ARGS = ("input_shape", "seed")
+_SPEC_ARGS = {"likelihood": "LIKELIHOODS", "posterior": "POSTERIORS", "prior": "PRIORS"}
+
+
+# ------------------------------------------------------------------------- loading
+
+
+def available() -> list[str]:
+    """Names of the packaged recipes."""
+    folder = importlib.resources.files("vae_zoo.recipe_files")
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def _read(name_or_path) -> tuple[str, str]:
+    """(recipe name, TOML text) for a path or a packaged recipe name."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise RecipeError(f"recipe file not found: {path}")
+        return path.stem, path.read_text(encoding="utf-8")
+    resource = importlib.resources.files("vae_zoo.recipe_files").joinpath(f"{name_or_path}.toml")
+    if not resource.is_file():
+        raise RecipeError(
+            f"recipe not found: {name_or_path!r} (not a file; packaged recipes: "
+            + ", ".join(available())
+            + ")"
+        )
+    return str(name_or_path), resource.read_text(encoding="utf-8")
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """`"section.key=value"` → (section, key, value); value parsed as TOML, else a string."""
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise RecipeError(f"override {text!r} is not of the form section.key=value")
+    path, raw = text.split("=", 1)
+    section, key = path.strip().split(".", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return section, key.strip(), value
+
+
+def load(name_or_path=DEFAULT_RECIPE, overrides=()) -> dict:
+    """Read, override and validate a recipe; returns a complete dict (defaults filled).
+
+    The result has one dict per section plus `"name"` (the recipe's name).
+    """
+    name, text = _read(name_or_path)
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise RecipeError(f"recipe {name!r} is not valid TOML: {error}") from None
+    for override in overrides:
+        section, key, value = parse_override(override)
+        raw.setdefault(section, {})
+        if not isinstance(raw[section], dict):
+            raise RecipeError(f"recipe section [{section}] is not a table")
+        raw[section][key] = value
+    recipe = validate(raw)
+    recipe["name"] = name
+    return recipe
+
+
+# ------------------------------------------------------------------------- validation
+
+
+def _suggest(word, options) -> str:
+    match = difflib.get_close_matches(word, list(options), n=1)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def _type_name(types) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+             list: "a list", dict: "a table"}
+    return " or ".join(dict.fromkeys(names.get(t, t.__name__) for t in types))
+
+
+def _check_value(where: str, value, field: Field):
+    if value is None:
+        if field.nullable:
+            return None
+        raise RecipeError(f"{where} must be set")
+    ok = any(
+        isinstance(value, t) and not (t in (int, float) and isinstance(value, bool))
+        for t in field.types
+    )
+    if not ok:
+        raise RecipeError(
+            f"{where} must be {_type_name(field.types)}, got {type(value).__name__} {value!r}"
+        )
+    choices = field.choices() if callable(field.choices) else field.choices
+    if choices is not None and value not in choices:
+        raise RecipeError(
+            f"{where} = {value!r} is not one of: "
+            + ", ".join(repr(c) for c in choices)
+            + _suggest(str(value), [str(c) for c in choices])
+        )
+    if field.minimum is not None and isinstance(value, (int, float)):
+        if value < field.minimum or (field.exclusive_minimum and value == field.minimum):
+            bound = ">" if field.exclusive_minimum else ">="
+            raise RecipeError(f"{where} must be {bound} {field.minimum}, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise RecipeError(f"{where} must be finite, got {value!r}")
+    return value
+
+
+def _model_fields(family_cls) -> dict[str, Field]:
+    """Fields of [model] from the family constructor's signature and defaults."""
+    fields = {}
+    for param in inspect.signature(family_cls.__init__).parameters.values():
+        if param.name in ("self",) + _DERIVED_MODEL_ARGS or param.kind in (
+            param.VAR_KEYWORD,
+            param.VAR_POSITIONAL,
+        ):
+            continue
+        default = None if param.default is param.empty else param.default
+        if param.name in _SPEC_ARGS:
+            types = (str, dict)
+        elif isinstance(default, bool):
+            types = (bool,)
+        elif isinstance(default, float):
+            types = (float, int)
+        elif isinstance(default, int):
+            types = (int,)
+        elif isinstance(default, (tuple, list)):
+            types = (list, tuple)
+        elif isinstance(default, str):
+            types = (str,)
+        elif param.name == "latent_dim":
+            types = (int,)
+        else:
+            types = (object,)
+        minimum = 0 if param.name == "beta" else (1 if param.name == "latent_dim" else None)
+        fields[param.name] = Field(types, default, minimum=minimum)
+    return fields
+
+
+def _check_spec(where, value, registry_name):
+    from vae_zoo import heads, priors
+
+    registry = getattr(heads, registry_name, None) or getattr(priors, registry_name)
+    name = value.get("name") if isinstance(value, dict) else value
+    if not isinstance(name, str):
+        raise RecipeError(f"{where} needs a 'name' (one of: {', '.join(registry.names())})")
+    if name not in registry:
+        raise RecipeError(
+            f"{where} = {name!r} is not one of: {', '.join(registry.names())}"
+            + _suggest(name, registry.names())
+        )
+
+
+def validate(raw: dict) -> dict:
+    """Check a parsed recipe and fill defaults. Raises `RecipeError`."""
+    from vae_zoo.models import MODELS
+
+    raw = copy.deepcopy(raw)
+    raw.pop("name", None)
+    known = list(SCHEMA) + ["model"]
+    for section, body in raw.items():
+        if section not in known:
+            raise RecipeError(f"unknown recipe section [{section}]{_suggest(section, known)}")
+        if not isinstance(body, dict):
+            raise RecipeError(f"recipe section [{section}] must be a table")
+    recipe = {}
+    for section, fields in SCHEMA.items():
+        body = raw.get(section, {})
+        for key in body:
+            if key not in fields:
+                raise RecipeError(f"unknown recipe key {section}.{key}{_suggest(key, fields)}")
+        recipe[section] = {
+            key: _check_value(f"{section}.{key}", body.get(key, field.default), field)
+            for key, field in fields.items()
+        }
+
+    model = dict(raw.get("model", {}))
+    family = model.pop("family", None)
+    if family is None:
+        raise RecipeError("model.family must be set (one of: " + ", ".join(MODELS.names()) + ")")
+    if not isinstance(family, str) or family not in MODELS:
+        raise RecipeError(
+            f"model.family = {family!r} is not one of: {', '.join(MODELS.names())}"
+            + _suggest(str(family), MODELS.names())
+        )
+    fields = _model_fields(MODELS.get(family))
+    for key in model:
+        if key not in fields:
+            raise RecipeError(f"unknown recipe key model.{key}{_suggest(key, fields)}")
+    checked = {"family": family}
+    for key, field in fields.items():
+        if key not in model:
+            if field.default is None and key == "latent_dim":
+                raise RecipeError("model.latent_dim must be set")
+            continue
+        where = f"model.{key}"
+        value = _check_value(where, model[key], field)
+        if key in _SPEC_ARGS:
+            _check_spec(where, value, _SPEC_ARGS[key])
+        checked[key] = value
+    recipe["model"] = checked
+    return recipe
+
+
+# ------------------------------------------------------------------------- building
+
+
+def input_shape(recipe) -> tuple:
+    from vae_zoo import data
+
+    return data.input_shape_of(recipe["data"]["dataset"], recipe["data"]["image_size"])
+
+
+def build_model(recipe):
+    """The model a recipe names (not compiled)."""
+    from vae_zoo.models import MODELS
+
+    kwargs = {key: value for key, value in recipe["model"].items() if key != "family"}
+    for key, value in kwargs.items():
+        if isinstance(value, list):
+            kwargs[key] = tuple(value)
+    try:
+        return MODELS.get(recipe["model"]["family"])(
+            input_shape=input_shape(recipe), seed=recipe["train"]["seed"], **kwargs
+        )
+    except (TypeError, ValueError) as error:
+        raise RecipeError(f"[model]: {error}") from None
+
+
+def build_optimizer(recipe):
+    import keras
+
+    train = recipe["train"]
+    classes = {
+        "adam": keras.optimizers.Adam,
+        "adamw": keras.optimizers.AdamW,
+        "sgd": keras.optimizers.SGD,
+        "rmsprop": keras.optimizers.RMSprop,
+    }
+    return classes[train["optimizer"]](learning_rate=float(train["learning_rate"]))
+
+
+def compile_model(model, recipe):
+    train = recipe["train"]
+    model.compile(
+        optimizer=build_optimizer(recipe),
+        jit_compile=train["jit_compile"],
+        steps_per_execution=train["steps_per_execution"],
+    )
+    return model
+
+
+def build_callbacks(recipe) -> list:
+    """Training callbacks a recipe asks for (KL annealing)."""
+    from vae_zoo.callbacks import KLAnnealing
+
+    annealing = dict(recipe["annealing"])
+    schedule = annealing.pop("schedule")
+    if schedule == "none":
+        return []
+    return [KLAnnealing(schedule, **annealing)]
+
+
+def build_datasets(recipe):
+    """(train dataset, test dataset) as the recipe's [data] section describes them.
+
+    Dynamic or static binarization of the training data goes with one fixed (static)
+    binarization of the test data, so test figures are comparable across epochs.
+    """
+    from vae_zoo import data
+
+    d = recipe["data"]
+    common = dict(
+        batch_size=d["batch_size"],
+        image_size=d["image_size"],
+        data_dir=d["data_dir"],
+    )
+    train = data.load(
+        d["dataset"], d["train_split"], shuffle=True, binarize=d["binarize"],
+        seed=d["seed"], **common,
+    )
+    test_binarize = "none" if d["binarize"] == "none" else "static"
+    test = data.load(
+        d["dataset"], d["test_split"], shuffle=False, binarize=test_binarize,
+        seed=d["seed"] + 1, **common,
+    )
+    return train, test

@@ -1,0 +1,142 @@
+"""Run folders: train a recipe and write everything a run produces, atomically.
+
+A run folder holds:
+- `model.keras`: the trained model (`keras.models.load_model` needs no custom objects);
+- `recipe.json`: the complete recipe, defaults filled in;
+- `history.csv`: per-epoch metrics (`loss`, `elbo`, `reconstruction`, `kl`, `beta`
+  and their `val_` twins on the test split);
+- `logs/`: TensorBoard event files;
+- `samples.png`: decoder means of z drawn from the prior;
+- `reconstructions.png`: test inputs, each row followed by its reconstructions;
+- `metrics.json`: test ELBO, its terms, importance-weighted log-likelihood, bits/dim.
+
+The folder is written under a temporary name beside the target and renamed into place
+when complete, so an interrupted run never leaves a half-written run folder, and an
+existing folder is never replaced unless `overwrite=True`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from vae_zoo import recipes as recipes_lib
+
+RUNS_DIR = "runs"
+
+
+def default_output(recipe) -> Path:
+    return Path(RUNS_DIR) / f"{recipe['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _test_arrays(test_ds, limit):
+    """First `limit` test examples as one numpy array (labels dropped)."""
+    parts, count = [], 0
+    for batch in test_ds:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        parts.append(x.numpy())
+        count += len(parts[-1])
+        if count >= limit:
+            break
+    return np.concatenate(parts)[:limit]
+
+
+def _write_json(path, payload):
+    Path(path).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def train(recipe, output=None, overwrite=False, verbose=1) -> Path:
+    """Train the model a validated recipe describes and write its run folder.
+
+    Args:
+        recipe: a dict from `vae_zoo.recipes.load`.
+        output: run folder path (default `runs/<recipe>-<timestamp>`).
+        overwrite: replace an existing folder at `output`.
+        verbose: Keras `fit` verbosity (1 = progress bar).
+
+    Returns:
+        The run folder's path.
+    """
+    import keras
+
+    from vae_zoo import evaluate, plots
+
+    output = Path(output) if output else default_output(recipe)
+    if output.exists() and not overwrite:
+        raise FileExistsError(f"run folder {output} already exists (use --overwrite to replace it)")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = output.parent / f".{output.name}.partial-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        keras.utils.set_random_seed(recipe["train"]["seed"])
+        train_ds, test_ds = recipes_lib.build_datasets(recipe)
+        model = recipes_lib.compile_model(recipes_lib.build_model(recipe), recipe)
+        _write_json(staging / "recipe.json", recipe)
+        callbacks = recipes_lib.build_callbacks(recipe) + [
+            keras.callbacks.CSVLogger(str(staging / "history.csv")),
+            keras.callbacks.TensorBoard(log_dir=str(staging / "logs")),
+        ]
+        model.fit(
+            train_ds,
+            validation_data=test_ds,
+            epochs=recipe["train"]["epochs"],
+            callbacks=callbacks,
+            verbose=verbose,
+        )
+        model.save(staging / "model.keras")
+
+        x_test = _test_arrays(test_ds, recipe["evaluate"]["examples"])
+        metrics = {"epochs": recipe["train"]["epochs"]}
+        num_samples = recipe["evaluate"]["num_samples"]
+        if num_samples:
+            metrics.update(evaluate.summarize(model, x_test, num_samples=num_samples))
+        _write_json(staging / "metrics.json", metrics)
+
+        if plots.is_image_shape(model.data_shape):
+            grid = recipe["output"]["grid_size"]
+            plots.save_grid(model.sample(grid, seed=0).numpy(), staging / "samples.png")
+            shown = x_test[: min(len(x_test), 32)]
+            plots.save_reconstructions(
+                shown, model.reconstruct(shown).numpy(), staging / "reconstructions.png"
+            )
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if output.exists():  # overwrite=True: swap the old folder out only now
+        old = output.parent / f".{output.name}.old-{os.getpid()}"
+        output.rename(old)
+        staging.rename(output)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        staging.rename(output)
+    return output
+
+
+def resolve_model_path(path) -> Path:
+    """A `.keras` file, or a run folder holding `model.keras`."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.keras"
+    if not path.is_file():
+        raise FileNotFoundError(f"no model at {path} (give a run folder or a .keras file)")
+    return path
+
+
+def load_model(path):
+    """Load a vae_zoo model from a run folder or a `.keras` file (one-line errors)."""
+    import keras
+
+    import vae_zoo.models  # noqa: F401  (registers the classes)
+
+    path = resolve_model_path(path)
+    try:
+        return keras.models.load_model(path)
+    except Exception as error:  # corrupt zip, wrong format, unknown class, ...
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"cannot load model {path}: {first}") from None
