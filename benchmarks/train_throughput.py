@@ -243,6 +243,9 @@ def print_table(results):
 
 def main(argv=None):
     args = parse_args(argv)
+    # Keras warns that fit's default shuffle=True is ignored for a tf.data.Dataset
+    # (the pipeline shuffles itself); it is noise here.
+    warnings.filterwarnings("ignore", message=r"`shuffle=True` was passed")
     x_uint8 = data.load_embedded_mnist()["x_train"]  # uint8 [5000, 28, 28]
     log(
         f"train_throughput: {MODEL_NAME}, batch {BATCH_SIZE}, Adam({LEARNING_RATE:g}), "

@@ -181,11 +181,6 @@ def test_learned_scale_floor_holds():
     assert np.isfinite(dist.log_prob(tf.zeros([1, 5])).numpy()).all()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG heads.py:190: raw_scale is autocast to float16 under a mixed policy, "
-    "so Normal(loc=float32, scale=float16) raises TypeError",
-)
 def test_learned_scale_mixed_precision_computes_in_float32():
     """Module contract: heads compute in float32 whatever the layer's compute dtype."""
     head = heads.GaussianLearnedScaleLikelihood(initial_scale=0.5, dtype="mixed_float16")

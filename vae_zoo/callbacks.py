@@ -30,11 +30,20 @@ def linear(step, *, beta_min, beta_max, warmup_steps, **_):
     return beta_min + (beta_max - beta_min) * fraction
 
 
+def _logistic(t):
+    return 1.0 / (1.0 + math.exp(-t))
+
+
 @SCHEDULES.register("sigmoid")
 def sigmoid(step, *, beta_min, beta_max, warmup_steps, steepness=10.0, **_):
-    """β follows a logistic curve centred at warmup_steps / 2, at beta_max after warmup_steps."""
+    """β follows a logistic curve centred at warmup_steps / 2.
+
+    The curve is rescaled so that β is exactly beta_min at step 0 and exactly beta_max
+    from warmup_steps on; `steepness` sets how sharp the rise in the middle is.
+    """
     fraction = min(1.0, step / max(warmup_steps, 1))
-    s = 1.0 / (1.0 + math.exp(-steepness * (fraction - 0.5)))
+    low, high = _logistic(-steepness / 2), _logistic(steepness / 2)
+    s = (_logistic(steepness * (fraction - 0.5)) - low) / (high - low)
     return beta_min + (beta_max - beta_min) * s
 
 
@@ -64,7 +73,13 @@ class KLAnnealing(keras.callbacks.Callback):
         warmup_steps / warmup_epochs: length of the warm-up (linear and sigmoid); give
             one of them. Epochs are converted with the number of steps per epoch.
         cycles, ratio: cyclical schedule parameters (M and R of Fu et al.).
-        steepness: sigmoid slope; β(0) ≈ beta_min + e^(-steepness/2) (beta_max − beta_min).
+        total_steps: length of the whole run for "cyclical" (default: epochs × steps
+            per epoch, from `fit`).
+        steepness: sigmoid slope in the middle of the warm-up.
+
+    Epoch-based settings need the number of steps per epoch: when `fit` cannot know it
+    (a dataset of unknown length), give `warmup_steps` / `total_steps`, or pass
+    `steps_per_epoch` to `fit`; otherwise `fit` stops with a ValueError.
 
     Example:
     ```python
@@ -81,6 +96,7 @@ class KLAnnealing(keras.callbacks.Callback):
         warmup_epochs=None,
         cycles=4,
         ratio=0.5,
+        total_steps=None,
         steepness=10.0,
     ):
         super().__init__()
@@ -98,26 +114,39 @@ class KLAnnealing(keras.callbacks.Callback):
         self.warmup_epochs = warmup_epochs
         self.cycles = int(cycles)
         self.ratio = float(ratio)
+        self.total_steps = total_steps
         self.steepness = float(steepness)
         self.epoch_start = 0  # global step at the start of the current epoch
         self.steps_in_epoch = 0
         self._options = None
 
+    def _steps_per_epoch(self, what):
+        steps = self.params.get("steps")
+        if not steps:
+            raise ValueError(
+                f"KLAnnealing: {what} needs the number of steps per epoch, which this "
+                "dataset does not declare; give warmup_steps/total_steps or "
+                "fit(steps_per_epoch=...)"
+            )
+        return steps
+
     def on_train_begin(self, logs=None):
-        steps_per_epoch = self.params.get("steps") or 1
         epochs = self.params.get("epochs") or 1
         warmup = self.warmup_steps
-        if warmup is None:
-            warmup = (self.warmup_epochs if self.warmup_epochs is not None else epochs / 2)
-            warmup = warmup * steps_per_epoch
+        if warmup is None and self.schedule in ("linear", "sigmoid"):
+            epochs_of_warmup = self.warmup_epochs if self.warmup_epochs is not None else epochs / 2
+            warmup = epochs_of_warmup * self._steps_per_epoch("warmup_epochs")
+        total = self.total_steps
+        if total is None and self.schedule == "cyclical":
+            total = epochs * self._steps_per_epoch("the cyclical schedule")
         beta_max = self.beta_max
         if beta_max is None:
             beta_max = getattr(self.model, "initial_beta", 1.0)
         self._options = dict(
             beta_min=self.beta_min,
             beta_max=float(beta_max),
-            warmup_steps=float(warmup),
-            total_steps=float(epochs * steps_per_epoch),
+            warmup_steps=float(warmup or 0),
+            total_steps=float(total or 0),
             cycles=self.cycles,
             ratio=self.ratio,
             steepness=self.steepness,

@@ -17,6 +17,8 @@ import os
 import sys
 from pathlib import Path
 
+from vae_zoo._quiet import import_tensorflow
+
 EXIT_USAGE = 2
 
 
@@ -131,8 +133,8 @@ COMMANDS = {"train": _cmd_train, "sample": _cmd_sample, "evaluate": _cmd_evaluat
 
 
 def main(argv=None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = _parser().parse_args(argv)
+    import_tensorflow(init_devices=True)
     try:
         COMMANDS[args.command](args)
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as error:

@@ -183,6 +183,7 @@ class GaussianLearnedScaleLikelihood(LikelihoodHead):
             shape=(),
             initializer=keras.initializers.Constant(float(raw)),
             dtype="float32",
+            autocast=False,  # stays float32 under a mixed-precision policy
         )
 
     @property

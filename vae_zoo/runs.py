@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +89,7 @@ def train(recipe, output=None, overwrite=False, verbose=1) -> Path:
             epochs=recipe["train"]["epochs"],
             callbacks=callbacks,
             verbose=verbose,
+            shuffle=False,  # the dataset reshuffles itself every epoch
         )
         model.save(staging / "model.keras")
 
@@ -135,6 +137,8 @@ def load_model(path):
     import vae_zoo.models  # noqa: F401  (registers the classes)
 
     path = resolve_model_path(path)
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"cannot load model {path}: not a .keras archive (corrupt or another format)")
     try:
         return keras.models.load_model(path)
     except Exception as error:  # corrupt zip, wrong format, unknown class, ...

@@ -1,0 +1,45 @@
+"""Shared test helpers: tiny models and data, eager/compiled checks, slow-test opt-in."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", help="run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow"):
+        return
+    skip = pytest.mark.skip(reason="slow: opt in with --runslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+def binary_data(n=16, shape=(6,), seed=0):
+    """Random {0, 1} float32 data `[n, *shape]` with some structure (two prototypes)."""
+    rng = np.random.default_rng(seed)
+    prototypes = rng.random((2,) + tuple(shape)) > 0.5
+    which = rng.integers(0, 2, n)
+    flips = rng.random((n,) + tuple(shape)) < 0.1
+    return (prototypes[which] ^ flips).astype("float32")
+
+
+def tiny_dense(input_shape=(6,), latent_dim=2, hidden_units=(8,), **kwargs):
+    from vae_zoo.models import DenseVAE
+
+    kwargs.setdefault("seed", 0)
+    return DenseVAE(input_shape=input_shape, latent_dim=latent_dim, hidden_units=hidden_units, **kwargs)
+
+
+def assert_same_outputs(a, b, x, atol=1e-6):
+    """Two models give identical encoder and decoder means on x."""
+    z = a.encode(x).mean()
+    np.testing.assert_allclose(a.encode(x).mean(), b.encode(x).mean(), atol=atol)
+    np.testing.assert_allclose(a.encode(x).stddev(), b.encode(x).stddev(), atol=atol)
+    np.testing.assert_allclose(a.decode(z).mean(), b.decode(z).mean(), atol=atol)

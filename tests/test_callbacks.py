@@ -1,0 +1,161 @@
+"""Tests for `vae_zoo.callbacks`: β schedules by hand, and `KLAnnealing` during `fit`."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from vae_zoo import callbacks
+from vae_zoo.models import DenseVAE
+
+SCHEDULES = callbacks.SCHEDULES
+
+
+def test_registered_schedules():
+    """The four documented schedules are registered by name."""
+    assert {"linear", "sigmoid", "cyclical", "constant"} <= set(SCHEDULES.names())
+
+
+@pytest.mark.parametrize(
+    "step, expected", [(0, 0.5), (2.5, 1.0), (5, 1.5), (10, 2.5), (11, 2.5), (1000, 2.5)]
+)
+def test_linear_schedule(step, expected):
+    """Linear: beta_min + (beta_max − beta_min) · min(1, step / warmup)."""
+    beta = SCHEDULES.get("linear")(step, beta_min=0.5, beta_max=2.5, warmup_steps=10)
+    assert beta == pytest.approx(expected)
+
+
+def test_sigmoid_schedule():
+    """Sigmoid: exactly beta_min at 0, midpoint at warmup/2, exactly beta_max at warmup."""
+    fn = SCHEDULES.get("sigmoid")
+    options = dict(beta_min=0.0, beta_max=2.0, warmup_steps=100, steepness=10.0)
+    logistic = lambda t: 1.0 / (1.0 + math.exp(-t))  # noqa: E731
+    low, high = logistic(-5.0), logistic(5.0)
+    assert fn(0, **options) == pytest.approx(0.0, abs=1e-12)
+    assert fn(50, **options) == pytest.approx(1.0)
+    assert fn(100, **options) == pytest.approx(2.0)
+    assert fn(25, **options) == pytest.approx(2.0 * (logistic(-2.5) - low) / (high - low))
+    values = [fn(step, **options) for step in range(0, 201, 5)]
+    assert all(a <= b for a, b in zip(values, values[1:]))
+    assert fn(200, **options) == fn(100, **options)  # flat after the warm-up
+
+
+@pytest.mark.parametrize(
+    "step, expected",
+    [
+        (0, 0.0), (6.25, 0.5), (12.5, 1.0), (20, 1.0), (24, 1.0),  # cycle 1
+        (25, 0.0), (31.25, 0.5), (40, 1.0),  # cycle 2 restarts at 25
+        (50, 0.0), (75, 0.0), (81.25, 0.5), (99, 1.0),
+    ],
+)
+def test_cyclical_schedule_fu_et_al(step, expected):
+    """Cyclical (Fu et al. 2019), T=100, M=4, R=0.5: period 25, rise over 12.5 steps, flat."""
+    beta = SCHEDULES.get("cyclical")(
+        step, beta_min=0.0, beta_max=1.0, total_steps=100, cycles=4, ratio=0.5
+    )
+    assert beta == pytest.approx(expected)
+
+
+def test_cyclical_schedule_with_beta_min():
+    """Cyclical with beta_min > 0 starts each cycle at beta_min."""
+    fn = SCHEDULES.get("cyclical")
+    options = dict(beta_min=0.2, beta_max=1.0, total_steps=100, cycles=4, ratio=0.5)
+    assert fn(0, **options) == pytest.approx(0.2)
+    assert fn(25, **options) == pytest.approx(0.2)
+    assert fn(6.25, **options) == pytest.approx(0.6)
+
+
+def test_constant_schedule():
+    """Constant: beta_max at every step."""
+    fn = SCHEDULES.get("constant")
+    assert [fn(s, beta_min=0.0, beta_max=0.7, warmup_steps=5) for s in (0, 3, 100)] == [0.7] * 3
+
+
+# --------------------------------------------------------------------------- #
+# KLAnnealing during fit
+# --------------------------------------------------------------------------- #
+
+
+class BetaRecorder(keras.callbacks.Callback):
+    """Records model.beta after every training step."""
+
+    def __init__(self):
+        super().__init__()
+        self.betas = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.betas.append(float(self.model.beta.numpy()))
+
+
+def _tiny_model(beta=1.0):
+    keras.utils.set_random_seed(0)
+    model = DenseVAE(input_shape=(6,), latent_dim=3, hidden_units=(8,), beta=beta, seed=0)
+    model.compile(optimizer="adam")
+    return model
+
+
+X = (np.random.default_rng(0).random((16, 6)) < 0.5).astype(np.float32)  # 4 steps at batch 4
+
+
+def test_kl_annealing_linear_over_two_epochs():
+    """Linear warm-up over 1 epoch (4 steps): β changes every step, continues across epochs,
+    and the history has the epoch-mean "beta" and the epoch-end "beta_end"."""
+    model, recorder = _tiny_model(), BetaRecorder()
+    annealing = callbacks.KLAnnealing("linear", beta_max=2.0, warmup_epochs=1)
+    history = model.fit(X, epochs=2, batch_size=4, verbose=0, callbacks=[annealing, recorder])
+    expected = [0.0, 0.5, 1.0, 1.5, 2.0, 2.0, 2.0, 2.0]  # β(step) = 2 · min(1, step / 4)
+    np.testing.assert_allclose(recorder.betas, expected, rtol=1e-6)
+    np.testing.assert_allclose(history.history["beta"], [0.75, 2.0], rtol=1e-6)
+    np.testing.assert_allclose(history.history["beta_end"], [1.5, 2.0], rtol=1e-6)
+
+
+def test_kl_annealing_cyclical_uses_model_beta_as_peak():
+    """Cyclical over 2 epochs × 4 steps, 2 cycles, ratio 0.5; beta_max defaults to the model's β."""
+    model, recorder = _tiny_model(beta=3.0), BetaRecorder()
+    annealing = callbacks.KLAnnealing("cyclical", cycles=2, ratio=0.5)
+    history = model.fit(X, epochs=2, batch_size=4, verbose=0, callbacks=[annealing, recorder])
+    expected = [0.0, 1.5, 3.0, 3.0] * 2  # period 4: rises over 2 steps, flat, then resets
+    np.testing.assert_allclose(recorder.betas, expected, rtol=1e-6)
+    np.testing.assert_allclose(history.history["beta_end"], [3.0, 3.0], rtol=1e-6)
+
+
+def test_kl_annealing_continues_across_fit_calls():
+    """The global step carries over to a second fit: no restart of the warm-up."""
+    model, recorder = _tiny_model(), BetaRecorder()
+    annealing = callbacks.KLAnnealing("linear", beta_max=1.0, warmup_steps=8)
+    model.fit(X, epochs=1, batch_size=4, verbose=0, callbacks=[annealing, recorder])
+    model.fit(X, epochs=1, batch_size=4, verbose=0, callbacks=[annealing, recorder])
+    np.testing.assert_allclose(recorder.betas, np.arange(8) / 8, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(warmup_steps=10, warmup_epochs=2),
+        dict(beta_min=-0.1),
+        dict(beta_min=0.5, beta_max=0.2),
+        dict(schedule="cyclical", cycles=0),
+        dict(schedule="cyclical", ratio=0.0),
+        dict(schedule="cyclical", ratio=1.5),
+        dict(schedule="linaer"),
+    ],
+)
+def test_kl_annealing_invalid_arguments(kwargs):
+    """Both warm-ups, negative or inverted β bounds, bad cycles/ratio, unknown names: ValueError."""
+    with pytest.raises(ValueError):
+        callbacks.KLAnnealing(**kwargs)
+
+
+@pytest.mark.filterwarnings("ignore:Your input ran out of data")
+def test_kl_annealing_warmup_epochs_with_unknown_cardinality():
+    """warmup_epochs on a dataset of unknown length is refused; warmup_steps works."""
+    model, recorder = _tiny_model(), BetaRecorder()
+    ds = tf.data.Dataset.from_tensor_slices(X).filter(lambda x: True).batch(4)  # 4 steps, unknown
+    annealing = callbacks.KLAnnealing("linear", beta_max=2.0, warmup_epochs=1)
+    with pytest.raises(ValueError, match="steps per epoch"):
+        model.fit(ds, epochs=2, verbose=0, shuffle=False, callbacks=[annealing])
+    annealing = callbacks.KLAnnealing("linear", beta_max=2.0, warmup_steps=4)
+    model.fit(ds, epochs=2, verbose=0, shuffle=False, callbacks=[annealing, recorder])
+    np.testing.assert_allclose(recorder.betas, [0.0, 0.5, 1.0, 1.5, 2.0, 2.0, 2.0, 2.0])

@@ -1,0 +1,109 @@
+"""The `vae-zoo` command: a tiny end-to-end run, and one-line errors with exit status 2."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from vae_zoo import cli
+
+TINY = [
+    "--set", "model.latent_dim=2",
+    "--set", "model.hidden_units=[16]",
+    "--set", "train.epochs=2",
+    "--set", "annealing.warmup_epochs=1",
+    "--set", "evaluate.num_samples=5",
+    "--set", "evaluate.examples=40",
+    "--set", "output.grid_size=4",
+    "--quiet",
+]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    assert cli.main(["train", *TINY, "--output", str(out)]) == 0
+    return out
+
+
+def test_train_writes_run_folder(run_dir):
+    names = {p.name for p in run_dir.iterdir()}
+    expected = {"model.keras", "recipe.json", "history.csv", "logs", "samples.png",
+                "reconstructions.png", "metrics.json"}
+    assert expected <= names
+    header = (run_dir / "history.csv").read_text().splitlines()[0].split(",")
+    assert {"loss", "elbo", "reconstruction", "kl", "beta", "val_elbo"} <= set(header)
+    assert len((run_dir / "history.csv").read_text().splitlines()) == 3  # 2 epochs
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["log_likelihood"] >= metrics["elbo"] - 5.0
+    assert any((run_dir / "logs").rglob("events.out.tfevents*"))
+    model = keras.models.load_model(run_dir / "model.keras")
+    assert model.latent_shape == (2,)
+    assert not any(p.name.startswith(".") for p in run_dir.parent.iterdir())  # no staging left
+
+
+def test_sample_and_evaluate(run_dir, tmp_path, capsys):
+    png = tmp_path / "grid.png"
+    assert cli.main(["sample", str(run_dir), "-n", "9", "--output", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    out = tmp_path / "eval.json"
+    args = ["evaluate", str(run_dir / "model.keras"), "--samples", "4", "--examples", "20"]
+    assert cli.main([*args, "--output", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["examples"] == 20 and np.isfinite(result["log_likelihood"])
+    assert "log_likelihood" in capsys.readouterr().out
+
+
+def test_existing_run_folder_is_kept(run_dir, capsys):
+    before = (run_dir / "model.keras").read_bytes()
+    assert cli.main(["train", *TINY, "--output", str(run_dir)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert (run_dir / "model.keras").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--set", "model.latnet_dim=3"], "unknown recipe key model.latnet_dim"),
+        (["train", "--set", "train.epochs=abc"], "train.epochs must be an integer"),
+        (["train", "missing_recipe.toml"], "recipe file not found"),
+        (["sample", "no/such/run"], "no model at"),
+        (["train", "--bogus"], "unrecognized arguments"),
+    ],
+)
+def test_errors_are_one_line_with_status_2(argv, message, capsys):
+    try:
+        status = cli.main(argv)
+    except SystemExit as stop:  # argparse's own errors exit from parse_args
+        status = stop.code
+    assert status == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("vae-zoo: error:") and message in err[0]
+
+
+def test_corrupt_model_file(tmp_path, capsys):
+    bad = tmp_path / "bad.keras"
+    bad.write_bytes(b"not a zip")
+    assert cli.main(["sample", str(bad)]) == 2
+    assert "not a .keras archive" in capsys.readouterr().err
+
+
+def test_console_script_runs_in_a_fresh_process():
+    """The installed entry point: a recipe error is exactly one stderr line, status 2."""
+    env = dict(os.environ)
+    env.pop("VAE_ZOO_DEBUG", None)
+    out = subprocess.run(
+        [sys.executable, "-m", "vae_zoo.cli", "train", "--set", "model.latnet_dim=3"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "vae-zoo: error: unknown recipe key model.latnet_dim (did you mean 'latent_dim'?)"
+    ]
+    listing = subprocess.run([sys.executable, "-m", "vae_zoo.cli", "recipes"],
+                             capture_output=True, text=True, env=env, timeout=120)
+    assert "mnist_dense" in listing.stdout.split()

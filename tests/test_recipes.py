@@ -1,0 +1,86 @@
+"""Recipes: every packaged recipe validates and builds; every mistake is one clear error."""
+
+import pytest
+
+from vae_zoo import recipes
+from vae_zoo.recipes import RecipeError
+
+
+def test_packaged_recipes_validate_and_build():
+    assert recipes.DEFAULT_RECIPE in recipes.available()
+    for name in recipes.available():
+        recipe = recipes.load(name)
+        model = recipes.build_model(recipe)
+        assert model.data_shape == recipes.input_shape(recipe)
+
+
+def test_defaults_filled_and_overrides_parsed():
+    recipe = recipes.load(
+        "mnist_dense",
+        [
+            "model.latent_dim=4",
+            "model.hidden_units=[16, 8]",
+            "train.learning_rate=0.01",
+            "data.binarize=none",  # bare word → string
+            'model.likelihood={name = "gaussian", scale = 0.5}',
+        ],
+    )
+    assert recipe["model"]["latent_dim"] == 4
+    assert recipe["model"]["hidden_units"] == [16, 8]
+    assert recipe["train"]["learning_rate"] == 0.01
+    assert recipe["data"]["binarize"] == "none"
+    assert recipe["evaluate"]["examples"] == 1000  # default
+    model = recipes.build_model(recipe)
+    assert model.latent_shape == (4,)
+    assert model.likelihood.scale == 0.5
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.latnet_dim=3", r"unknown recipe key model\.latnet_dim \(did you mean 'latent_dim'\?\)"),
+        ("trian.epochs=3", r"unknown recipe section \[trian\] \(did you mean 'train'\?\)"),
+        ("train.epoch=3", r"train\.epoch \(did you mean 'epochs'\?\)"),
+        ("train.epochs=abc", r"train\.epochs must be an integer, got str 'abc'"),
+        ("train.epochs=0", r"train\.epochs must be >= 1"),
+        ("train.epochs=true", r"train\.epochs must be an integer"),
+        ("train.learning_rate=0", r"train\.learning_rate must be > 0"),
+        ("model.beta=-1", r"model\.beta must be >= 0"),
+        ("model.latent_dim=0", r"model\.latent_dim must be >= 1"),
+        ("model.family=conv_nope", r"model\.family = 'conv_nope' is not one of"),
+        ("model.likelihood=bernouli", r"model\.likelihood = 'bernouli' .*did you mean 'bernoulli'"),
+        ("data.dataset=mnsit", r"data\.dataset = 'mnsit' is not one of.*did you mean 'mnist'"),
+        ("data.binarize=always", r"data\.binarize = 'always' is not one of"),
+        ("annealing.schedule=cosine", r"annealing\.schedule = 'cosine' is not one of"),
+        ("latent_dim=3", r"not of the form section\.key=value"),
+    ],
+)
+def test_bad_overrides_name_the_key(override, message):
+    with pytest.raises(RecipeError, match=message):
+        recipes.load("mnist_dense", [override])
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(RecipeError, match="recipe file not found"):
+        recipes.load(tmp_path / "missing.toml")
+    with pytest.raises(RecipeError, match="recipe not found: 'nope'.*mnist_dense"):
+        recipes.load("nope")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[model\nfamily = 'dense'")
+    with pytest.raises(RecipeError, match="not valid TOML"):
+        recipes.load(broken)
+    no_family = tmp_path / "no_family.toml"
+    no_family.write_text("[model]\nlatent_dim = 2\n")
+    with pytest.raises(RecipeError, match="model.family must be set"):
+        recipes.load(no_family)
+    no_latent = tmp_path / "no_latent.toml"
+    no_latent.write_text("[model]\nfamily = 'dense'\n")
+    with pytest.raises(RecipeError, match="model.latent_dim must be set"):
+        recipes.load(no_latent)
+
+
+def test_annealing_section_builds_callback():
+    recipe = recipes.load("mnist_dense", ["annealing.schedule=cyclical", "annealing.cycles=2"])
+    (callback,) = recipes.build_callbacks(recipe)
+    assert callback.schedule == "cyclical" and callback.cycles == 2
+    assert recipes.build_callbacks(recipes.load("mnist_dense", ["annealing.schedule=none"])) == []
