@@ -9,6 +9,7 @@ by the chunk, not by K: K = 1000 or 5000 on MNIST runs in a few hundred MB.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -48,7 +49,7 @@ def _check_inputs(model, x):
     return x
 
 
-def log_likelihood(model, x, num_samples=1000, batch_size=None, chunk_size=None, seed=0):
+def log_likelihood(model, x, num_samples=1000, batch_size=None, chunk_size=None, seed=0, y=None):
     """Per-example importance-weighted bound on log p(x), in nats.
 
     Args:
@@ -59,6 +60,7 @@ def log_likelihood(model, x, num_samples=1000, batch_size=None, chunk_size=None,
         chunk_size: importance samples per pass (default: as many as fit in
             `DEFAULT_MAX_ELEMENTS` decoded elements).
         seed: int, makes the estimate reproducible.
+        y: conditioning array `[N, ...]` for conditional models.
 
     Returns:
         numpy array `[N]`: log (1/K) Σ_k w_k for each example.
@@ -75,14 +77,15 @@ def log_likelihood(model, x, num_samples=1000, batch_size=None, chunk_size=None,
 
     results = []
     call = 0
-    for xb in _batches(x, batch_size):
+    ys = _batches(y, batch_size) if y is not None else itertools.repeat(None)
+    for xb, yb in zip(_batches(x, batch_size), ys):
         xb = tf.constant(xb)
         running = None  # logsumexp of the log-weights seen so far, [B]
         for start in range(0, num_samples, chunk_size):
             k = min(chunk_size, num_samples - start)
             seed_pair = tf.constant([seed, call], tf.int32)
             call += 1
-            chunk = tf.reduce_logsumexp(log_weights_fn(xb, k, seed=seed_pair), axis=0)
+            chunk = tf.reduce_logsumexp(log_weights_fn(xb, k, y=yb, seed=seed_pair), axis=0)
             running = chunk if running is None else tf.reduce_logsumexp(
                 tf.stack([running, chunk]), axis=0
             )
@@ -90,21 +93,22 @@ def log_likelihood(model, x, num_samples=1000, batch_size=None, chunk_size=None,
     return np.concatenate(results)
 
 
-def elbo(model, x, batch_size=None, seed=0):
+def elbo(model, x, batch_size=None, seed=0, y=None):
     """Per-example ELBO terms on `x` (one posterior sample): dict of `[N]` numpy arrays."""
     x = _check_inputs(model, x)
     batch_size = int(batch_size or min(len(x), 500))
     elbo_fn = _compiled(model, "elbo", model.elbo)
     parts = []
-    for i, xb in enumerate(_batches(x, batch_size)):
-        parts.append(elbo_fn(tf.constant(xb), seed=tf.constant([seed, i], tf.int32)))
+    ys = _batches(y, batch_size) if y is not None else itertools.repeat(None)
+    for i, (xb, yb) in enumerate(zip(_batches(x, batch_size), ys)):
+        parts.append(elbo_fn(tf.constant(xb), y=yb, seed=tf.constant([seed, i], tf.int32)))
     return {key: np.concatenate([p[key].numpy() for p in parts]) for key in parts[0]}
 
 
-def summarize(model, x, num_samples=1000, seed=0):
+def summarize(model, x, num_samples=1000, seed=0, y=None):
     """Mean test ELBO, its terms, IW log-likelihood and bits/dim: a dict of floats."""
-    terms = elbo(model, x, seed=seed)
-    ll = log_likelihood(model, x, num_samples=num_samples, seed=seed)
+    terms = elbo(model, x, seed=seed, y=y)
+    ll = log_likelihood(model, x, num_samples=num_samples, seed=seed, y=y)
     dims = math.prod(model.data_shape)
     return {
         "examples": int(len(ll)),

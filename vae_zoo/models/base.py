@@ -28,6 +28,12 @@ def _stateless_seed(seed):
     return tf.cast(seed, tf.int32)
 
 
+def _tile_batch(t, multiples):
+    """`[B, ...]` → `[multiples * B, ...]`, repeating the whole batch (like tf.tile)."""
+    t = tf.convert_to_tensor(t)
+    return tf.tile(t, [multiples] + [1] * (t.shape.rank - 1))
+
+
 def _serialize(obj):
     return keras.saving.serialize_keras_object(obj)
 
@@ -68,6 +74,10 @@ class VAE(keras.Model):
     x_new = model.sample(64)       # [64, 28, 28, 1]
     ```
     """
+
+    # Whether the model's inputs are (x, y) pairs: conditional families set it, and
+    # recipes then feed labels.
+    conditional = False
 
     def __init__(
         self,
@@ -124,16 +134,19 @@ class VAE(keras.Model):
 
     # ------------------------------------------------------------------ public API
 
-    def encode(self, x):
+    # `y` is the conditioning tensor of conditional families (`None` elsewhere); the
+    # base model ignores it, a conditional family overrides these three methods.
+
+    def encode(self, x, y=None):
         """q(z|x): batch `[B]`, event `latent_shape`."""
         return self.posterior(self.encoder(x))
 
-    def decode(self, z):
+    def decode(self, z, y=None):
         """p(x|z): batch `[B]`, event `input_shape`."""
         return self.likelihood(self.decoder(z))
 
-    def prior_distribution(self):
-        """p(z): batch `[]`, event `latent_shape`."""
+    def prior_distribution(self, y=None):
+        """p(z): batch `[]` (`[B]` for a prior conditioned on y), event `latent_shape`."""
         return self.prior.distribution()
 
     def _next_seed(self):
@@ -149,7 +162,7 @@ class VAE(keras.Model):
         """One reparameterized sample z ~ q(z|x), `[B, *latent_shape]`."""
         return q.sample(seed=seed)
 
-    def elbo(self, x, seed=None):
+    def elbo(self, x, y=None, seed=None):
         """Per-example ELBO terms in nats, one reparameterized sample.
 
         Returns:
@@ -158,23 +171,26 @@ class VAE(keras.Model):
         """
         seed = self._next_seed() if seed is None else _stateless_seed(seed)
         x = tf.convert_to_tensor(x, tf.float32)
-        q = self.encode(x)
+        q = self.encode(x, y)
         z = self.posterior_sample(q, seed)
         return objectives.elbo_terms(
-            x, q, z, self.decode(z), self.prior_distribution(), self.analytic_kl
+            x, q, z, self.decode(z, y), self.prior_distribution(y), self.analytic_kl
         )
 
-    def log_importance_weights(self, x, num_samples, seed=None):
+    def log_importance_weights(self, x, num_samples, y=None, seed=None):
         """log p(x|z_k) + log p(z_k) − log q(z_k|x) for K samples z_k ~ q: `[K, B]`."""
         seed = self._next_seed() if seed is None else _stateless_seed(seed)
         x = tf.convert_to_tensor(x, tf.float32)
-        q = self.encode(x)
+        q = self.encode(x, y)
         z = q.sample(num_samples, seed=seed)  # [K, B, *latent_shape]
         flat_z = tf.reshape(z, (-1,) + self.latent_shape)  # [K*B, *latent_shape]
         batch = tf.shape(x)[0]
         tiled_x = tf.tile(x, [num_samples] + [1] * len(self.data_shape))  # [K*B, ...]
-        log_px_z = tf.reshape(self.decode(flat_z).log_prob(tiled_x), [num_samples, batch])
-        return log_px_z + self.prior_distribution().log_prob(z) - q.log_prob(z)
+        tiled_y = None if y is None else _tile_batch(y, num_samples)
+        log_px_z = tf.reshape(
+            self.decode(flat_z, tiled_y).log_prob(tiled_x), [num_samples, batch]
+        )
+        return log_px_z + self.prior_distribution(y).log_prob(z) - q.log_prob(z)
 
     def sample(self, n, seed=None):
         """`n` draws x̄ = E[x|z], z ~ p(z): `[n, *input_shape]` (the likelihood's mean)."""
@@ -182,9 +198,9 @@ class VAE(keras.Model):
         z = self.prior_distribution().sample(n, seed=seed)
         return self.decode(z).mean()
 
-    def reconstruct(self, x):
+    def reconstruct(self, x, y=None):
         """E[x|z] at the posterior mean z = E_q[z|x]: `[B, *input_shape]`."""
-        return self.decode(self.encode(x).mean()).mean()
+        return self.decode(self.encode(x, y).mean(), y).mean()
 
     def call(self, inputs, training=False):
         return self.reconstruct(inputs)
