@@ -1,16 +1,22 @@
 """Keras callbacks for VAE training.
 
-`KLAnnealing` schedules β, the weight of the KL term, every training step: start low so
-the model learns to use z, then raise it so prior samples become good (THEORY.md,
-"Failure modes and β"). The schedules are plain functions of the global step in
-`SCHEDULES`, so a recipe names one by string.
+- `KLAnnealing` schedules β, the weight of the KL term, every training step: start low
+  so the model learns to use z, then raise it so prior samples become good (THEORY.md,
+  "Failure modes and β"). The schedules are plain functions of the global step in
+  `SCHEDULES`, so a recipe names one by string.
+- `CollapseDiagnostics` measures KL per dimension and active units on held-out data
+  each epoch and names the failure mode of THEORY.md when one appears.
+- `ImageGrids` writes prior samples, reconstructions and latent interpolations each
+  epoch, as PNG files and to TensorBoard.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import keras
+import numpy as np
 
 from vae_zoo.registry import Registry
 
@@ -171,3 +177,148 @@ class KLAnnealing(keras.callbacks.Callback):
         self.epoch_start += self.steps_in_epoch
         if logs is not None:
             logs["beta_end"] = float(self.model.beta.numpy())
+
+
+class CollapseDiagnostics(keras.callbacks.Callback):
+    """Logs KL per dimension and active units each epoch and names failure modes.
+
+    On held-out data `x` (a few hundred examples suffice) it runs
+    `vae_zoo.evaluate.diagnose` and adds to the epoch logs (so to the history and the
+    CSV log): `active_units`, `kl_heldout` and `marginal_kl` (KL from the aggregate
+    posterior's Gaussian fit to the prior, per active dimension). When a failure mode
+    appears (or changes) it prints one line naming it and its remedy:
+
+    - "posterior collapse" (KL near zero, few active units): lower β;
+    - "uncompressed code" (q(z|x) far from p(z), prior samples poor): raise β.
+
+    Every epoch's figures, with the KL per dimension, are kept in `records`; the
+    epochs at which a mode was found are in `diagnoses` as `(epoch, mode)`.
+
+    Args:
+        x: held-out data `[N, *input_shape]`; y: labels for conditional models.
+        every: run every this many epochs.
+        log_dir: if given, KL per dimension goes to TensorBoard as a histogram.
+        verbose: print the diagnosis lines.
+        **thresholds: passed to `vae_zoo.evaluate.diagnose`.
+    """
+
+    def __init__(self, x, y=None, every=1, log_dir=None, verbose=1, **thresholds):
+        super().__init__()
+        self.x, self.y = x, y
+        self.every = int(every)
+        self.log_dir = log_dir
+        self.verbose = verbose
+        self.thresholds = thresholds
+        self.records, self.diagnoses = [], []
+        self._writer = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every:
+            return
+        from vae_zoo import evaluate
+
+        result = evaluate.diagnose(self.model, self.x, y=self.y, **self.thresholds)
+        self.records.append({"epoch": epoch + 1, **result})
+        if logs is not None:
+            logs["active_units"] = float(result["active_units"])
+            logs["kl_heldout"] = result["kl"]
+            logs["marginal_kl"] = result["marginal_kl_per_dim"]
+        if self.log_dir and result["kl_per_dim"] is not None:
+            import tensorflow as tf
+
+            if self._writer is None:
+                self._writer = tf.summary.create_file_writer(str(Path(self.log_dir) / "diagnostics"))
+            with self._writer.as_default():
+                tf.summary.histogram("kl_per_dim", result["kl_per_dim"], step=epoch + 1)
+                tf.summary.scalar("active_units", result["active_units"], step=epoch + 1)
+        previous = self.records[-2]["mode"] if len(self.records) > 1 else None
+        if result["mode"]:
+            self.diagnoses.append((epoch + 1, result["mode"]))
+            if self.verbose and result["mode"] != previous:  # say it once, not every epoch
+                print(
+                    f"vae_zoo diagnostics, epoch {epoch + 1}: {result['mode']} "
+                    f"(KL {result['kl']:.2f} nats, {result['active_units']}/"
+                    f"{result['latent_dim']} active units, aggregate-posterior KL "
+                    f"{result['marginal_kl_per_dim']:.2f} nats/dim): "
+                    + evaluate.REMEDIES[result["mode"]]
+                )
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+class ImageGrids(keras.callbacks.Callback):
+    """Per-epoch PNG grids of prior samples, reconstructions and latent interpolations.
+
+    Files `epoch_001_samples.png`, `epoch_001_reconstructions.png` (each row of inputs
+    followed by its reconstructions) and `epoch_001_interpolations.png` (each row walks
+    linearly between the posterior means of two inputs) go to `output_dir`; the same
+    images go to TensorBoard under `log_dir/images` when `log_dir` is given.
+
+    Args:
+        x: a few inputs `[N, H, W, C]` (N ≥ 2) to reconstruct and interpolate between.
+        y: their labels, for conditional models (samples then cycle through them).
+        output_dir, log_dir: where to write (either may be None).
+        every: every this many epochs; num_samples: prior samples per grid;
+        steps: interpolation points per row; seed: fixed prior draws across epochs.
+    """
+
+    def __init__(self, x, y=None, output_dir=None, log_dir=None, every=1, num_samples=64,
+                 steps=8, seed=0):
+        super().__init__()
+        self.x = np.asarray(x, dtype=np.float32)[:16]
+        self.y = None if y is None else np.asarray(y)[:16]
+        self.output_dir = Path(output_dir) if output_dir else None
+        self.log_dir = log_dir
+        self.every, self.num_samples, self.steps, self.seed = int(every), num_samples, steps, seed
+        self._writer = None
+
+    def grids(self):
+        """{"samples", "reconstructions", "interpolations"}: `[N, H, W, C]` arrays in [0, 1]."""
+        model, y = self.model, self.y if self.model.conditional else None
+        if y is not None:
+            samples = model.sample(self.num_samples, y=np.resize(y, self.num_samples), seed=self.seed)
+        else:
+            samples = model.sample(self.num_samples, seed=self.seed)
+        pairs = len(self.x) // 2
+        z = np.asarray(model.encode(self.x, y).mean())
+        t = np.linspace(0.0, 1.0, self.steps).reshape((1, -1) + (1,) * (z.ndim - 1))
+        path = z[0 : 2 * pairs : 2, None] * (1 - t) + z[1 : 2 * pairs : 2, None] * t
+        flat = path.reshape((-1,) + z.shape[1:]).astype(np.float32)  # [pairs * steps, ...]
+        y_path = None if y is None else np.repeat(y[0 : 2 * pairs : 2], self.steps)
+        return {
+            "samples": np.asarray(samples),
+            "reconstructions": np.asarray(model.reconstruct(self.x, y)),
+            "interpolations": np.asarray(model.decode(flat, y_path).mean()),
+        }
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every:
+            return
+        from vae_zoo import plots
+
+        grids = self.grids()
+        images = {
+            "samples": plots.tile(grids["samples"]),
+            "reconstructions": plots.tile(*plots.interleave_rows(self.x, grids["reconstructions"])),
+            "interpolations": plots.tile(grids["interpolations"], self.steps),
+        }
+        if self.output_dir is not None:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            for kind, grid in images.items():
+                plots.save_array(grid, self.output_dir / f"epoch_{epoch + 1:03d}_{kind}.png")
+        if self.log_dir:
+            import tensorflow as tf
+
+            if self._writer is None:
+                self._writer = tf.summary.create_file_writer(str(Path(self.log_dir) / "images"))
+            with self._writer.as_default():
+                for kind, grid in images.items():
+                    tf.summary.image(kind, grid[None], step=epoch + 1)
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None

@@ -14,8 +14,11 @@ import math
 
 import numpy as np
 import tensorflow as tf
+import tensorflow_probability as tfp
 
 from vae_zoo import objectives
+
+tfd = tfp.distributions
 
 # Decoded elements (chunk × batch × prod(input_shape)) per chunk: bounds peak memory.
 DEFAULT_MAX_ELEMENTS = 1 << 22
@@ -105,11 +108,59 @@ def elbo(model, x, batch_size=None, seed=0, y=None):
     return {key: np.concatenate([p[key].numpy() for p in parts]) for key in parts[0]}
 
 
+def _posterior_batch(model, x, y=None):
+    """E_q[z|x], stddev of q and the per-dimension KL (or None) for one batch."""
+    q = model.encode(x, y)
+    p = model.prior_distribution(y)
+    mean = tf.reshape(q.mean(), [tf.shape(x)[0], -1])  # [B, d]
+    stddev = tf.reshape(q.stddev(), [tf.shape(x)[0], -1])  # [B, d]
+    kl = None
+    if isinstance(q, tfd.Independent) and isinstance(p, tfd.Independent):
+        if isinstance(q.distribution, tfd.Normal) and isinstance(p.distribution, tfd.Normal):
+            kl = tf.reshape(tfd.kl_divergence(q.distribution, p.distribution), [tf.shape(x)[0], -1])
+    return mean, stddev, kl
+
+
+def posterior_statistics(model, x, y=None, batch_size=500, threshold=0.01):
+    """Per-dimension statistics of the posterior over a data set.
+
+    Returns a dict:
+        "mean": `[N, d]` E_q[z|x] (latents flattened);
+        "stddev": `[N, d]` posterior standard deviations;
+        "activity": `[d]` Var_x(E_q[z_d|x]) (Burda et al. 2016);
+        "active_units": number of dimensions with activity > `threshold` (0.01);
+        "kl_per_dim": `[d]` mean KL per latent dimension in nats, when q and p both
+            factorize over dimensions (diagonal Gaussians), else None.
+    """
+    x = _check_inputs(model, x)
+    means, stddevs, kls = [], [], []
+    ys = _batches(y, batch_size) if y is not None else itertools.repeat(None)
+    for xb, yb in zip(_batches(x, batch_size), ys):
+        mean, stddev, kl = _posterior_batch(model, tf.constant(xb), yb)
+        means.append(mean.numpy())
+        stddevs.append(stddev.numpy())
+        kls.append(None if kl is None else kl.numpy())
+    mean = np.concatenate(means)
+    activity = mean.var(axis=0)
+    return {
+        "mean": mean,
+        "stddev": np.concatenate(stddevs),
+        "activity": activity,
+        "active_units": int((activity > threshold).sum()),
+        "kl_per_dim": None if kls[0] is None else np.concatenate(kls).mean(axis=0),
+    }
+
+
 def summarize(model, x, num_samples=1000, seed=0, y=None):
-    """Mean test ELBO, its terms, IW log-likelihood and bits/dim: a dict of floats."""
+    """Test ELBO and its terms, IW log-likelihood, bits/dim, active units, KL per dim.
+
+    Returns a dict of floats (and the list "kl_per_dim" when defined).
+    """
     terms = elbo(model, x, seed=seed, y=y)
     ll = log_likelihood(model, x, num_samples=num_samples, seed=seed, y=y)
+    stats = posterior_statistics(model, x, y=y)
     dims = math.prod(model.data_shape)
+    kl_per_dim = stats["kl_per_dim"]
     return {
         "examples": int(len(ll)),
         "num_samples": int(num_samples),
@@ -118,4 +169,61 @@ def summarize(model, x, num_samples=1000, seed=0, y=None):
         "kl": float(terms["kl"].mean()),
         "log_likelihood": float(ll.mean()),
         "bits_per_dim": float(objectives.bits_per_dim(ll.mean(), dims)),
+        "latent_dim": int(stats["activity"].shape[0]),
+        "active_units": stats["active_units"],
+        "kl_per_dim": None if kl_per_dim is None else [round(float(v), 4) for v in kl_per_dim],
     }
+
+
+# Failure modes of THEORY.md ("Failure modes and β"), with the remedy each calls for.
+POSTERIOR_COLLAPSE = "posterior collapse"
+UNCOMPRESSED_CODE = "uncompressed code"
+REMEDIES = {
+    POSTERIOR_COLLAPSE: "the decoder ignores z; lower beta (or anneal it with KLAnnealing)",
+    UNCOMPRESSED_CODE: "q(z|x) lies far from p(z), so prior samples are poor; raise beta",
+}
+
+
+def diagnose(model, x, y=None, collapse_fraction=0.1, collapse_kl=0.5, marginal_kl_max=2.0,
+             stddev_min=0.1):
+    """Check a model for the two failure modes of THEORY.md.
+
+    - Posterior collapse (ignored code): at most `collapse_fraction` of the latent
+      dimensions are active, or the mean KL is below `collapse_kl` nats: q(z|x) ≈ p(z).
+    - Uncompressed code: each q(z|x) is a near-point (median posterior σ over active
+      dimensions below `stddev_min`), or the aggregate posterior q(z) = E_x q(z|x)
+      sits far from the prior (KL from a Gaussian fitted to q(z), per dimension, to
+      N(0, 1) above `marginal_kl_max` nats on average over active dimensions). Either
+      way z ~ p(z) lands where the decoder was never trained, so prior samples are poor.
+
+    Defaults were set on dense MNIST models (latent 8–16): healthy β = 1 models show
+    median σ ≈ 0.4–0.5 and ≈ 0.01–0.5 nats/dim, β = 0 shows σ ≈ 0.03 and ≈ 17–23
+    nats/dim, β = 20 shows KL ≈ 0.1 nats.
+
+    Returns:
+        dict with "kl", "active_units", "latent_dim", "marginal_kl_per_dim",
+        "median_stddev" (posterior σ over active dimensions), "kl_per_dim" (or None)
+        and "mode": None, POSTERIOR_COLLAPSE or UNCOMPRESSED_CODE.
+    """
+    stats = posterior_statistics(model, x, y=y)
+    kl = float(elbo(model, x, y=y)["kl"].mean())
+    mean, stddev = stats["mean"], stats["stddev"]
+    active = stats["activity"] > 0.01
+    aggregate_mean = mean.mean(axis=0)
+    aggregate_var = mean.var(axis=0) + (stddev**2).mean(axis=0)
+    marginal_kl = 0.5 * (aggregate_var + aggregate_mean**2 - 1.0 - np.log(aggregate_var))
+    latent_dim = int(active.shape[0])
+    result = {
+        "kl": kl,
+        "active_units": stats["active_units"],
+        "latent_dim": latent_dim,
+        "marginal_kl_per_dim": float(marginal_kl[active].mean()) if active.any() else 0.0,
+        "median_stddev": float(np.median(stddev[:, active])) if active.any() else float("nan"),
+        "kl_per_dim": stats["kl_per_dim"],
+        "mode": None,
+    }
+    if stats["active_units"] <= collapse_fraction * latent_dim or kl < collapse_kl:
+        result["mode"] = POSTERIOR_COLLAPSE
+    elif result["median_stddev"] < stddev_min or result["marginal_kl_per_dim"] > marginal_kl_max:
+        result["mode"] = UNCOMPRESSED_CODE
+    return result
