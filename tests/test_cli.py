@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import keras
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
@@ -28,6 +29,21 @@ def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "tiny"
     assert cli.main(["train", *TINY, "--output", str(out)]) == 0
     return out
+
+
+@pytest.fixture(scope="module")
+def cvae_run(tmp_path_factory):
+    """A tiny run of the conditional recipe; samples.png: 10 rows (digits) of 2."""
+    out = tmp_path_factory.mktemp("runs") / "cvae"
+    tiny = [*TINY, "--set", "train.epochs=1", "--set", "output.grid_size=20"]
+    assert cli.main(["train", "mnist_cvae", *tiny, "--output", str(out)]) == 0
+    return out
+
+
+def grid_shape(png):
+    """(rows, columns) of a grid of 28x28 images with 1-pixel gaps."""
+    height, width = plt.imread(png).shape[:2]
+    return (height + 1) // 29, (width + 1) // 29
 
 
 def test_train_writes_run_folder(run_dir):
@@ -56,6 +72,42 @@ def test_sample_and_evaluate(run_dir, tmp_path, capsys):
     result = json.loads(out.read_text())
     assert result["examples"] == 20 and np.isfinite(result["log_likelihood"])
     assert "log_likelihood" in capsys.readouterr().out
+
+
+def test_conditional_run_uses_labels(cvae_run, tmp_path):
+    assert json.loads((cvae_run / "recipe.json").read_text())["model"]["family"] == "conditional"
+    metrics = json.loads((cvae_run / "metrics.json").read_text())
+    assert np.isfinite(metrics["log_likelihood"]) and metrics["examples"] == 40
+    assert grid_shape(cvae_run / "samples.png") == (10, 2)  # one row per class
+    assert (cvae_run / "reconstructions.png").is_file()
+    out = tmp_path / "eval.json"
+    args = ["evaluate", str(cvae_run), "--samples", "4", "--examples", "20", "--output", str(out)]
+    assert cli.main(args) == 0
+    assert np.isfinite(json.loads(out.read_text())["log_likelihood"])
+
+
+def test_sample_a_label(cvae_run, tmp_path):
+    png = tmp_path / "threes.png"
+    assert cli.main(["sample", str(cvae_run), "--label", "3", "-n", "8", "--output", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert grid_shape(png) == (3, 3)
+    every_class = tmp_path / "all.png"
+    assert cli.main(["sample", str(cvae_run), "-n", "30", "--output", str(every_class)]) == 0
+    assert grid_shape(every_class) == (10, 3)
+
+
+@pytest.mark.parametrize(
+    "run, label, message",
+    [
+        ("cvae_run", "12", r"labels must lie in [0, 10), got label 12"),
+        ("run_dir", "3", "--label needs a conditional model"),
+    ],
+)
+def test_bad_label_is_one_line_error(run, label, message, request, capsys):
+    folder = request.getfixturevalue(run)
+    assert cli.main(["sample", str(folder), "--label", label, "-n", "4"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("vae-zoo: error:") and message in err[0]
 
 
 def test_existing_run_folder_is_kept(run_dir, capsys):

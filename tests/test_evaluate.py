@@ -133,11 +133,15 @@ def test_summarize_keys_and_consistency(model, data):
     """summarize returns every key as a finite number, consistent with its parts."""
     summary = evaluate.summarize(model, data[:32], num_samples=50)
     assert set(summary) == {
-        "examples", "num_samples", "elbo", "reconstruction", "kl", "log_likelihood", "bits_per_dim"
+        "examples", "num_samples", "elbo", "reconstruction", "kl", "log_likelihood",
+        "bits_per_dim", "latent_dim", "active_units", "kl_per_dim",
     }
     assert summary["examples"] == 32 and summary["num_samples"] == 50
+    kl_per_dim = summary.pop("kl_per_dim")
+    assert len(kl_per_dim) == summary["latent_dim"] and min(kl_per_dim) >= 0
     for key, value in summary.items():
         assert isinstance(value, (int, float)) and math.isfinite(value), key
+    assert 0 <= summary["active_units"] <= summary["latent_dim"]
     assert summary["elbo"] == pytest.approx(summary["reconstruction"] - summary["kl"], abs=1e-4)
     assert summary["kl"] >= 0
     assert summary["bits_per_dim"] == pytest.approx(

@@ -84,3 +84,32 @@ def test_annealing_section_builds_callback():
     (callback,) = recipes.build_callbacks(recipe)
     assert callback.schedule == "cyclical" and callback.cycles == 2
     assert recipes.build_callbacks(recipes.load("mnist_dense", ["annealing.schedule=none"])) == []
+
+
+def test_conditional_recipe_gets_labelled_batches():
+    recipe = recipes.load("mnist_cvae", ["data.batch_size=8"])
+    assert recipes.is_conditional(recipe)
+    train, test = recipes.build_datasets(recipe)
+    for ds in (train, test):
+        x, y = next(iter(ds))
+        assert x.shape == (8, 28, 28, 1) and y.shape == (8,) and y.dtype == "int64"
+    plain = recipes.load("mnist_dense", ["data.batch_size=8"])
+    assert not recipes.is_conditional(plain)
+    assert next(iter(recipes.build_datasets(plain)[1])).shape == (8, 28, 28, 1)
+    x, y = next(iter(recipes.build_datasets(plain, with_labels=True)[1]))
+    assert y.shape == (8,)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("data.dataset=celeb_a", r"model\.family = 'conditional' needs class labels, and "
+                                 r"data\.dataset = 'celeb_a' has none"),
+        ("model.num_classes=1", r"model\.num_classes must be >= 2"),
+        ("model.num_classes=ten", r"model\.num_classes must be an integer"),
+        ("model.body=rnn", r"\[model\]: body must be one of"),
+    ],
+)
+def test_bad_conditional_recipes(override, message):
+    with pytest.raises(RecipeError, match=message):
+        recipes.build_model(recipes.load("mnist_cvae", [override]))

@@ -1,7 +1,7 @@
 """`vae-zoo`: train, sample and evaluate from the command line.
 
     vae-zoo train [RECIPE] [--set section.key=value ...] [--output DIR] [--overwrite]
-    vae-zoo sample RUN_OR_MODEL [-n 64] [--seed 0] [--output PNG]
+    vae-zoo sample RUN_OR_MODEL [-n 64] [--label K] [--seed 0] [--output PNG]
     vae-zoo evaluate RUN_OR_MODEL [--samples K] [--examples N] [--output JSON]
     vae-zoo recipes
 
@@ -43,6 +43,8 @@ def _parser():
     sample = sub.add_parser("sample", help="write a PNG grid of prior samples")
     sample.add_argument("model", help="run folder or .keras file")
     sample.add_argument("-n", "--num", type=int, default=64, help="number of samples")
+    sample.add_argument("--label", type=int, default=None,
+                        help="class label, for a conditional model (default: one row per class)")
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--output", help="PNG path (default: samples-<seed>.png beside the model)")
 
@@ -78,13 +80,20 @@ def _cmd_sample(args):
     model = runs.load_model(path)
     if not plots.is_image_shape(model.data_shape):
         raise ValueError(f"model input shape {model.data_shape} is not an image; nothing to draw")
-    output = Path(args.output) if args.output else path.parent / f"samples-{args.seed}.png"
-    plots.save_grid(model.sample(args.num, seed=args.seed).numpy(), output)
+    if args.label is not None and not model.conditional:
+        raise ValueError(
+            f"--label needs a conditional model; {path} holds a {type(model).__name__}"
+        )
+    images, columns = runs.sample_grid(model, args.num, label=args.label, seed=args.seed)
+    tag = "" if args.label is None else f"label{args.label}-"
+    output = Path(args.output) if args.output else path.parent / f"samples-{tag}{args.seed}.png"
+    plots.save_grid(images, output, columns)
     print(f"wrote {output}")
 
 
 def _eval_data(model_path, model, examples, seed):
-    """Test images for a model: its run's recipe when there is one, else mnist_sample."""
+    """Test `(x, y, dataset name)` for a model: its run's recipe when there is one, else
+    mnist_sample. y holds the labels of a conditional model, else None."""
     from vae_zoo import heads, recipes, runs
 
     recipe_file = model_path.parent / "recipe.json"
@@ -98,8 +107,9 @@ def _eval_data(model_path, model, examples, seed):
             f"model input shape {tuple(model.data_shape)} does not match dataset "
             f"{recipe['data']['dataset']!r} {recipes.input_shape(recipe)}"
         )
-    _, test = recipes.build_datasets(recipe)
-    return runs._test_arrays(test, examples), recipe["data"]["dataset"]
+    _, test = recipes.build_datasets(recipe, with_labels=model.conditional)
+    x, y = runs.first_examples(test, examples)
+    return x, y, recipe["data"]["dataset"]
 
 
 def _cmd_evaluate(args):
@@ -109,9 +119,9 @@ def _cmd_evaluate(args):
         raise ValueError("--samples and --examples must be >= 1")
     path = runs.resolve_model_path(args.model)
     model = runs.load_model(path)
-    x, dataset = _eval_data(path, model, args.examples, args.seed)
+    x, y, dataset = _eval_data(path, model, args.examples, args.seed)
     result = {"model": str(path), "dataset": dataset,
-              **evaluate.summarize(model, x, num_samples=args.samples, seed=args.seed)}
+              **evaluate.summarize(model, x, num_samples=args.samples, seed=args.seed, y=y)}
     width = max(len(k) for k in result)
     for key, value in result.items():
         shown = f"{value:.4f}" if isinstance(value, float) else value

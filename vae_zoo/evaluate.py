@@ -20,7 +20,8 @@ from vae_zoo import objectives
 
 tfd = tfp.distributions
 
-# Decoded elements (chunk × batch × prod(input_shape)) per chunk: bounds peak memory.
+# Decoder outputs (chunk × batch × likelihood parameters per example) per chunk: bounds
+# peak memory.
 DEFAULT_MAX_ELEMENTS = 1 << 22
 
 
@@ -72,7 +73,9 @@ def log_likelihood(model, x, num_samples=1000, batch_size=None, chunk_size=None,
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     x = _check_inputs(model, x)
     batch_size = int(batch_size or min(len(x), 100))
-    elements = math.prod(model.data_shape)
+    # Decoder outputs per example: the likelihood's parameters (256 per pixel for a
+    # 256-way categorical), which dominate the memory of a chunk.
+    elements = math.prod(model.likelihood.params_shape(model.data_shape))
     if chunk_size is None:
         chunk_size = max(1, DEFAULT_MAX_ELEMENTS // (batch_size * elements))
     chunk_size = int(min(chunk_size, num_samples))

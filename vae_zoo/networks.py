@@ -3,6 +3,11 @@
 A body maps an input to a parameter tensor of a given shape (`params_shape`, asked of
 the head that will read it). Bodies end with that projection so a head only reshapes
 and constrains.
+
+Bodies: `mlp_*` (any shape, flattened), `conv_*` (strided convolutions around a dense
+bottleneck, fixed image size), `fully_conv_*` (convolutions only, any image size
+divisible by the stride) and `masked_conv_net` (causal in raster order, for
+autoregressive priors over a latent map).
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import math
 
 import keras
+import numpy as np
 
 
 def mlp_encoder(hidden_units, params_shape, activation="relu", name="encoder"):
@@ -56,6 +62,24 @@ class SplitChannels(keras.layers.Layer):
 
 def total_stride(strides) -> int:
     return math.prod(int(s) for s in strides)
+
+
+def check_conv_layers(image_shape, filters, kernel_sizes, strides):
+    """Raise `ValueError` unless `image_shape` is `(H, W, C)` with H and W divisible by
+    the total stride, and filters, kernel sizes and strides are equally long, non-empty."""
+    if len(image_shape) != 3 or min(image_shape) < 1:
+        raise ValueError(f"input_shape must be (height, width, channels), got {image_shape}")
+    if not filters or not len(filters) == len(kernel_sizes) == len(strides):
+        raise ValueError(
+            "filters, kernel_sizes and strides must be non-empty and equally long, got "
+            f"{tuple(filters)}, {tuple(kernel_sizes)}, {tuple(strides)}"
+        )
+    stride = total_stride(strides)
+    if image_shape[0] % stride or image_shape[1] % stride:
+        raise ValueError(
+            f"image size {image_shape[0]}x{image_shape[1]} is not divisible by the total "
+            f"stride {stride} (the product of strides {tuple(strides)})"
+        )
 
 
 def conv_encoder(filters, kernel_sizes, strides, dense_units, params_shape, activation="relu",
@@ -111,4 +135,106 @@ def conv_decoder(image_shape, filters, kernel_sizes, strides, dense_units, param
             )
         )
     layers.append(SplitChannels(params_per_element))
+    return keras.Sequential(layers, name=name)
+
+
+def fully_conv_encoder(input_channels, filters, kernel_sizes, strides, params_channels,
+                       activation="relu", name="encoder"):
+    """All-convolutional body `[B, H, W, C] -> [B, H / S, W / S, params_channels]`.
+
+    `Conv2D(f, k, s, "same")` per entry of filters/kernel_sizes/strides, then a 1×1
+    `Conv2D(params_channels)` projection at every position. No layer fixes H or W, so
+    the same weights encode any image whose sides are divisible by S, the product of
+    strides.
+    """
+    layers = [keras.Input(shape=(None, None, int(input_channels)))]
+    layers += [
+        keras.layers.Conv2D(int(f), int(k), strides=int(s), padding="same", activation=activation)
+        for f, k, s in zip(filters, kernel_sizes, strides, strict=True)
+    ]
+    layers.append(keras.layers.Conv2D(int(params_channels), 1))
+    return keras.Sequential(layers, name=name)
+
+
+def fully_conv_decoder(latent_channels, filters, kernel_sizes, strides, output_channels,
+                       params_per_element, activation="relu", name="decoder"):
+    """All-convolutional body `[B, h, w, latent_channels] -> [B, h·S, w·S, C, k]`.
+
+    `Conv2DTranspose(f, k, s, "same")` per entry of filters/kernel_sizes/strides
+    (listed input-side first, e.g. `(64, 32)` for an encoder `(32, 64)`), then a 1×1
+    `Conv2D(C · k)` projection and `SplitChannels(k)`, k = `params_per_element`. Any
+    h, w.
+    """
+    layers = [keras.Input(shape=(None, None, int(latent_channels)))]
+    layers += [
+        keras.layers.Conv2DTranspose(
+            int(f), int(k), strides=int(s), padding="same", activation=activation
+        )
+        for f, k, s in zip(filters, kernel_sizes, strides, strict=True)
+    ]
+    layers += [
+        keras.layers.Conv2D(int(output_channels) * int(params_per_element), 1),
+        SplitChannels(params_per_element),
+    ]
+    return keras.Sequential(layers, name=name)
+
+
+@keras.saving.register_keras_serializable(package="vae_zoo")
+class MaskedConv2D(keras.layers.Conv2D):
+    """`Conv2D` ("same", stride 1) whose output at a position sees only earlier positions.
+
+    Positions are ordered row by row (raster order). The kernel is multiplied by a fixed
+    mask: type "A" hides the centre and everything after it (use it first, on the
+    data), type "B" keeps the centre (use it on features already computed by masked
+    layers). The channels of one position are one block, not ordered among themselves.
+
+    Args:
+        filters: int, output channels.
+        kernel_size: odd int.
+        mask_type: "A" or "B".
+        **kwargs: other `Conv2D` arguments (activation, initializers, ...).
+
+    Reference: van den Oord et al., "Pixel Recurrent Neural Networks", arXiv:1601.06759.
+    """
+
+    def __init__(self, filters, kernel_size, mask_type="B", **kwargs):
+        if mask_type not in ("A", "B"):
+            raise ValueError(f"mask_type must be 'A' or 'B', got {mask_type!r}")
+        kwargs.update(padding="same", strides=1)
+        super().__init__(filters, kernel_size, **kwargs)
+        self.mask_type = mask_type
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        height, width = self.kernel_size
+        mask = np.ones((height, width, 1, 1), "float32")
+        mask[height // 2, width // 2 + (self.mask_type == "B"):] = 0.0  # centre row
+        mask[height // 2 + 1:] = 0.0  # rows below
+        self.kernel_mask = mask
+
+    def convolution_op(self, inputs, kernel):
+        mask = keras.ops.cast(self.kernel_mask, kernel.dtype)
+        return super().convolution_op(inputs, kernel * mask)
+
+    def get_config(self):
+        return {**super().get_config(), "mask_type": self.mask_type}
+
+
+def masked_conv_net(channels, filters, kernel_size, num_layers, params_channels,
+                    activation="relu", name="masked_conv_net"):
+    """Causal body `[B, h, w, channels] -> [B, h, w, params_channels]`, any h, w.
+
+    The output at a position depends only on the inputs at earlier positions (raster
+    order): `MaskedConv2D(filters, kernel_size, "A")`, then `num_layers − 1` ×
+    `MaskedConv2D(filters, kernel_size, "B")`, then a 1×1 projection initialised to
+    zero (so the body starts by outputting zeros).
+    """
+    if int(num_layers) < 1:
+        raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+    layers = [keras.Input(shape=(None, None, int(channels)))]
+    layers += [
+        MaskedConv2D(int(filters), int(kernel_size), "A" if i == 0 else "B", activation=activation)
+        for i in range(int(num_layers))
+    ]
+    layers.append(keras.layers.Conv2D(int(params_channels), 1, kernel_initializer="zeros"))
     return keras.Sequential(layers, name=name)

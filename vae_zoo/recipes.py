@@ -8,7 +8,8 @@ out-of-range values raise `RecipeError` with one line naming the key.
 [data]        dataset, binarize, batch_size, train_split, test_split, image_size,
               data_dir, seed
 [model]       family (required) and the family constructor's arguments
-              (e.g. latent_dim, hidden_units, likelihood, posterior, prior, beta)
+              (e.g. latent_dim, hidden_units, likelihood, posterior, prior, beta);
+              a conditional family (`conditional = True`) gets (x, y) batches
 [train]       epochs, optimizer, learning_rate, seed, jit_compile, steps_per_execution
 [annealing]   schedule ("none", "linear", "sigmoid", "cyclical", "constant"),
               beta_min, beta_max, warmup_epochs, cycles, ratio
@@ -111,6 +112,8 @@ SCHEMA = {
 
 # Model arguments that come from elsewhere in the recipe, not from [model].
 _DERIVED_MODEL_ARGS = ("input_shape", "seed")
+# Integer model arguments (some with no default) and their minimum.
+_INT_MODEL_ARGS = {"latent_dim": 1, "num_classes": 2, "condition_dim": 1}
 _SPEC_ARGS = {"likelihood": "LIKELIHOODS", "posterior": "POSTERIORS", "prior": "PRIORS"}
 
 
@@ -239,13 +242,20 @@ def _model_fields(family_cls) -> dict[str, Field]:
             types = (list, tuple)
         elif isinstance(default, str):
             types = (str,)
-        elif param.name == "latent_dim":
+        elif param.name in _INT_MODEL_ARGS:
             types = (int,)
         else:
             types = (object,)
-        minimum = 0 if param.name == "beta" else (1 if param.name == "latent_dim" else None)
+        minimum = 0 if param.name == "beta" else _INT_MODEL_ARGS.get(param.name)
         fields[param.name] = Field(types, default, minimum=minimum)
     return fields
+
+
+def is_conditional(recipe) -> bool:
+    """Whether the recipe's model family trains on `(x, y)` batches (class labels)."""
+    from vae_zoo.models import MODELS
+
+    return bool(MODELS.get(recipe["model"]["family"]).conditional)
 
 
 def _check_spec(where, value, registry_name):
@@ -310,7 +320,19 @@ def validate(raw: dict) -> dict:
             _check_spec(where, value, _SPEC_ARGS[key])
         checked[key] = value
     recipe["model"] = checked
+    _check_labels(recipe)
     return recipe
+
+
+def _check_labels(recipe):
+    from vae_zoo import data
+
+    dataset = recipe["data"]["dataset"]
+    if is_conditional(recipe) and not getattr(data, "_HAS_LABELS", {}).get(dataset, True):
+        raise RecipeError(
+            f"model.family = {recipe['model']['family']!r} needs class labels, and "
+            f"data.dataset = {dataset!r} has none"
+        )
 
 
 # ------------------------------------------------------------------------- building
@@ -372,11 +394,16 @@ def build_callbacks(recipe) -> list:
     return [KLAnnealing(schedule, **annealing)]
 
 
-def build_datasets(recipe):
+def build_datasets(recipe, with_labels=None):
     """(train dataset, test dataset) as the recipe's [data] section describes them.
 
     Dynamic or static binarization of the training data goes with one fixed (static)
     binarization of the test data, so test figures are comparable across epochs.
+
+    Args:
+        recipe: a validated recipe.
+        with_labels: yield `(x, y)` batches with int64 labels `[B]`; default: when the
+            model family is conditional (`is_conditional`).
     """
     from vae_zoo import data
 
@@ -385,6 +412,7 @@ def build_datasets(recipe):
         batch_size=d["batch_size"],
         image_size=d["image_size"],
         data_dir=d["data_dir"],
+        with_labels=is_conditional(recipe) if with_labels is None else bool(with_labels),
     )
     train = data.load(
         d["dataset"], d["train_split"], shuffle=True, binarize=d["binarize"],

@@ -6,7 +6,8 @@ A run folder holds:
 - `history.csv`: per-epoch metrics (`loss`, `elbo`, `reconstruction`, `kl`, `beta`
   and their `val_` twins on the test split);
 - `logs/`: TensorBoard event files;
-- `samples.png`: decoder means of z drawn from the prior;
+- `samples.png`: decoder means of z drawn from the prior (for a class-conditional
+  model, one row per class);
 - `reconstructions.png`: test inputs, each row followed by its reconstructions;
 - `metrics.json`: test ELBO, its terms, importance-weighted log-likelihood, bits/dim.
 
@@ -35,16 +36,50 @@ def default_output(recipe) -> Path:
     return Path(RUNS_DIR) / f"{recipe['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def _test_arrays(test_ds, limit):
-    """First `limit` test examples as one numpy array (labels dropped)."""
-    parts, count = [], 0
-    for batch in test_ds:
-        x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        parts.append(x.numpy())
-        count += len(parts[-1])
+def first_examples(ds, limit):
+    """First `limit` examples of a dataset as numpy arrays `(x, y)`; y is None for a
+    dataset without labels."""
+    xs, ys, count = [], [], 0
+    for batch in ds:
+        labelled = isinstance(batch, (tuple, list))
+        xs.append((batch[0] if labelled else batch).numpy())
+        if labelled:
+            ys.append(batch[1].numpy())
+        count += len(xs[-1])
         if count >= limit:
             break
-    return np.concatenate(parts)[:limit]
+    return np.concatenate(xs)[:limit], (np.concatenate(ys)[:limit] if ys else None)
+
+
+def sample_grid(model, n, label=None, seed=0):
+    """Images to draw as a sample grid, and the grid's number of columns (None: square).
+
+    Args:
+        model: a `vae_zoo.models.VAE`.
+        n: number of samples (a class-conditional model without `label` draws
+            `n // num_classes` per class, at least 1).
+        label: class label for a class-conditional model, or None.
+        seed: int.
+
+    Returns:
+        `(images [N, *input_shape], columns)`: n prior samples; n samples of `label`;
+        or, for a class-conditional model without `label`, one row per class.
+    """
+    if not model.conditional:
+        if label is not None:
+            raise ValueError(f"a label needs a conditional model, not a {type(model).__name__}")
+        return model.sample(n, seed=seed).numpy(), None
+    num_classes = getattr(model, "num_classes", None)
+    if num_classes is None:
+        raise ValueError(
+            f"{type(model).__name__} is conditioned on vectors, not class labels; draw "
+            "from it with model.sample(n, y=...)"
+        )
+    if label is not None:
+        return model.sample(n, y=label, seed=seed).numpy(), None
+    per_class = max(1, n // num_classes)
+    labels = np.repeat(np.arange(num_classes), per_class)  # [num_classes * per_class]
+    return model.sample(len(labels), y=labels, seed=seed).numpy(), per_class
 
 
 def _write_json(path, payload):
@@ -93,19 +128,22 @@ def train(recipe, output=None, overwrite=False, verbose=1) -> Path:
         )
         model.save(staging / "model.keras")
 
-        x_test = _test_arrays(test_ds, recipe["evaluate"]["examples"])
+        # y_test: labels when the model is conditional, else None.
+        x_test, y_test = first_examples(test_ds, recipe["evaluate"]["examples"])
         metrics = {"epochs": recipe["train"]["epochs"]}
         num_samples = recipe["evaluate"]["num_samples"]
         if num_samples:
-            metrics.update(evaluate.summarize(model, x_test, num_samples=num_samples))
+            metrics.update(evaluate.summarize(model, x_test, num_samples=num_samples, y=y_test))
         _write_json(staging / "metrics.json", metrics)
 
         if plots.is_image_shape(model.data_shape):
-            grid = recipe["output"]["grid_size"]
-            plots.save_grid(model.sample(grid, seed=0).numpy(), staging / "samples.png")
-            shown = x_test[: min(len(x_test), 32)]
+            images, columns = sample_grid(model, recipe["output"]["grid_size"], seed=0)
+            plots.save_grid(images, staging / "samples.png", columns)
+            shown = min(len(x_test), 32)
+            y_shown = None if y_test is None else y_test[:shown]
             plots.save_reconstructions(
-                shown, model.reconstruct(shown).numpy(), staging / "reconstructions.png"
+                x_test[:shown], model.reconstruct(x_test[:shown], y_shown).numpy(),
+                staging / "reconstructions.png",
             )
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -19,6 +19,7 @@ tfd = tfp.distributions
 MODELS = Registry("model family")
 
 METRIC_NAMES = ("loss", "elbo", "reconstruction", "kl", "beta")
+OBJECTIVES = ("elbo", "iwae")
 
 
 def _stateless_seed(seed):
@@ -63,6 +64,13 @@ class VAE(keras.Model):
         beta: float >= 0, initial weight of the KL term (a non-trainable variable,
             changed by `vae_zoo.callbacks.KLAnnealing`).
         analytic_kl: use the closed-form KL when registered in TFP.
+        objective: "elbo" (one reparameterized sample per example) or "iwae": the
+            importance-weighted bound log (1/K) Σ_k w_k with K = `num_samples`
+            (Burda et al. 2016, arXiv:1509.00519), trained through the same
+            `train_step`. With β ≠ 1 the weights are p(x|z_k) (p(z_k)/q(z_k|x))^β.
+            The "elbo", "reconstruction" and "kl" metrics are then averages over the
+            K samples and "iw_bound" reports the bound itself.
+        num_samples: K, importance samples per example for "iwae".
         seed: int or None, seeds the model's `keras.random.SeedGenerator`.
 
     Example:
@@ -89,12 +97,18 @@ class VAE(keras.Model):
         input_shape,
         beta=1.0,
         analytic_kl=True,
+        objective="elbo",
+        num_samples=1,
         seed=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         if beta < 0:
             raise ValueError(f"beta must be >= 0, got {beta}")
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+        if int(num_samples) < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         # Layers.
         self.encoder = encoder
         self.decoder = decoder
@@ -104,6 +118,8 @@ class VAE(keras.Model):
         self.data_shape = tuple(int(d) for d in input_shape)
         self.latent_shape = tuple(prior.latent_shape)
         self.analytic_kl = bool(analytic_kl)
+        self.objective = objective
+        self.num_samples = int(num_samples)
         self.seed = seed
         self.initial_beta = float(beta)
         self.beta = self.add_weight(
@@ -114,7 +130,8 @@ class VAE(keras.Model):
             dtype="float32",
         )
         self.seed_generator = keras.random.SeedGenerator(seed)
-        self.trackers = [keras.metrics.Mean(name=name) for name in METRIC_NAMES]
+        names = METRIC_NAMES + (("iw_bound",) if objective == "iwae" else ())
+        self.trackers = [keras.metrics.Mean(name=name) for name in names]
         # Wiring: create every variable now, so the model can be saved, restored,
         # distributed and checkpointed (keras-tuner) without a first call.
         self.build((None,) + self.data_shape)
@@ -149,6 +166,19 @@ class VAE(keras.Model):
         """p(z): batch `[]` (`[B]` for a prior conditioned on y), event `latent_shape`."""
         return self.prior.distribution()
 
+    def prior_for(self, q, y=None):
+        """p(z) to score samples of the posterior `q` (the ELBO's and IW weights' prior).
+
+        The model's prior; a family whose latent shape follows the input (fully
+        convolutional) returns it at `q.event_shape`.
+        """
+        return self.prior_distribution(y)
+
+    def draw_seed(self, seed=None):
+        """A TFP stateless seed: from `seed` (int or `[2]`) when given, else the next
+        one of the model's `keras.random.SeedGenerator`."""
+        return self._next_seed() if seed is None else _stateless_seed(seed)
+
     def _next_seed(self):
         seed = tf.cast(self.seed_generator.next(), tf.int32)
         replica = tf.distribute.get_replica_context()
@@ -169,32 +199,44 @@ class VAE(keras.Model):
             dict of `[B]` tensors: "elbo", "reconstruction" (log p(x|z)) and "kl"
             (analytic when registered in TFP, Monte-Carlo otherwise).
         """
-        seed = self._next_seed() if seed is None else _stateless_seed(seed)
+        seed = self.draw_seed(seed)
         x = tf.convert_to_tensor(x, tf.float32)
         q = self.encode(x, y)
         z = self.posterior_sample(q, seed)
-        return objectives.elbo_terms(
-            x, q, z, self.decode(z, y), self.prior_distribution(y), self.analytic_kl
-        )
+        return objectives.elbo_terms(x, q, z, self.decode(z, y), self.prior_for(q, y), self.analytic_kl)
 
     def log_importance_weights(self, x, num_samples, y=None, seed=None):
         """log p(x|z_k) + log p(z_k) − log q(z_k|x) for K samples z_k ~ q: `[K, B]`."""
-        seed = self._next_seed() if seed is None else _stateless_seed(seed)
+        terms = self.importance_terms(x, num_samples, y, seed)
+        return terms["log_likelihood"] + terms["log_prior"] - terms["log_posterior"]
+
+    def importance_terms(self, x, num_samples, y=None, seed=None):
+        """The parts of the log importance weights for K reparameterized z_k ~ q(z|x).
+
+        Returns:
+            dict of `[K, B]` tensors: "log_likelihood" log p(x|z_k), "log_prior"
+            log p(z_k) and "log_posterior" log q(z_k|x).
+        """
+        seed = self.draw_seed(seed)
         x = tf.convert_to_tensor(x, tf.float32)
         q = self.encode(x, y)
         z = q.sample(num_samples, seed=seed)  # [K, B, *latent_shape]
-        flat_z = tf.reshape(z, (-1,) + self.latent_shape)  # [K*B, *latent_shape]
+        flat_z = tf.reshape(z, tf.concat([[-1], tf.shape(z)[2:]], 0))  # [K*B, *latent_shape]
         batch = tf.shape(x)[0]
         tiled_x = tf.tile(x, [num_samples] + [1] * len(self.data_shape))  # [K*B, ...]
         tiled_y = None if y is None else _tile_batch(y, num_samples)
         log_px_z = tf.reshape(
             self.decode(flat_z, tiled_y).log_prob(tiled_x), [num_samples, batch]
         )
-        return log_px_z + self.prior_distribution(y).log_prob(z) - q.log_prob(z)
+        return {
+            "log_likelihood": log_px_z,
+            "log_prior": self.prior_for(q, y).log_prob(z),
+            "log_posterior": q.log_prob(z),
+        }
 
     def sample(self, n, seed=None):
         """`n` draws x̄ = E[x|z], z ~ p(z): `[n, *input_shape]` (the likelihood's mean)."""
-        seed = self._next_seed() if seed is None else _stateless_seed(seed)
+        seed = self.draw_seed(seed)
         z = self.prior_distribution().sample(n, seed=seed)
         return self.decode(z).mean()
 
@@ -214,10 +256,29 @@ class VAE(keras.Model):
             x = x[0]
         return (x,)
 
-    def compute_terms(self, inputs):
-        """Per-example objective terms (dict of `[B]`), including "loss" to minimize."""
+    def compute_terms(self, inputs, training=False):
+        """Per-example objective terms (dict of `[B]`), including "loss" to minimize.
+
+        `training` is True in `train_step` (families with training-only state, such
+        as a score-function baseline, update it then) and False in `test_step`.
+
+        A family may add "surrogate" (`[B]`): the quantity whose gradient estimates
+        the gradient of "loss" (e.g. the score-function estimator for discrete z).
+        """
+        beta = tf.convert_to_tensor(self.beta)
+        if self.objective == "iwae":
+            x, *condition = inputs
+            parts = self.importance_terms(x, self.num_samples, *condition)
+            kl = parts["log_posterior"] - parts["log_prior"]  # [K, B]
+            log_weights = parts["log_likelihood"] - beta * kl
+            return {
+                "loss": -objectives.importance_weighted_bound(log_weights),
+                "iw_bound": objectives.importance_weighted_bound(parts["log_likelihood"] - kl),
+                "elbo": tf.reduce_mean(parts["log_likelihood"] - kl, axis=0),
+                "reconstruction": tf.reduce_mean(parts["log_likelihood"], axis=0),
+                "kl": tf.reduce_mean(kl, axis=0),
+            }
         terms = self.elbo(*inputs)
-        beta = tf.cast(tf.convert_to_tensor(self.beta), terms["kl"].dtype)
         terms["loss"] = -(terms["reconstruction"] - beta * terms["kl"])
         return terms
 
@@ -243,8 +304,10 @@ class VAE(keras.Model):
     def train_step(self, data):
         inputs = self.unpack_inputs(data)
         with tf.GradientTape() as tape:
-            terms = self.compute_terms(inputs)
-            loss = self._mean_over_global_batch(terms["loss"])
+            terms = self.compute_terms(inputs, training=True)
+            # Estimators whose gradient is not the gradient of the loss (score
+            # function) return a per-example "surrogate" to differentiate instead.
+            loss = self._mean_over_global_batch(terms.get("surrogate", terms["loss"]))
             if self.losses:
                 replicas = tf.distribute.get_strategy().num_replicas_in_sync
                 loss += tf.add_n(self.losses) / replicas
@@ -254,7 +317,7 @@ class VAE(keras.Model):
         return self._update_metrics(terms)
 
     def test_step(self, data):
-        return self._update_metrics(self.compute_terms(self.unpack_inputs(data)))
+        return self._update_metrics(self.compute_terms(self.unpack_inputs(data), training=False))
 
     @property
     def metrics(self):
@@ -274,9 +337,30 @@ class VAE(keras.Model):
             "input_shape": self.data_shape,
             "beta": self.initial_beta,
             "analytic_kl": self.analytic_kl,
+            "objective": self.objective,
+            "num_samples": self.num_samples,
             "seed": self.seed,
         }
 
     @classmethod
     def from_config(cls, config):
         return cls(**{key: _deserialize(value) for key, value in config.items()})
+
+
+class Family(VAE):
+    """Base of the registered families (`DenseVAE`, `ConvVAE`, ...).
+
+    A family is configured by its constructor arguments only, which it records in
+    `self.family_config`: `get_config` echoes them and `from_config` is
+    `cls(**config)`, so a recipe, a `.keras` file and a SavedModel describe the same
+    model.
+    """
+
+    family_config: dict
+
+    def get_config(self):
+        return {"name": self.name, "trainable": self.trainable, **self.family_config}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import keras
 
 from vae_zoo import heads, networks, priors
-from vae_zoo.models.base import MODELS, VAE
+from vae_zoo.models.base import MODELS, Family
 
 
 @keras.saving.register_keras_serializable(package="vae_zoo")
 @MODELS.register("dense")
-class DenseVAE(VAE):
+class DenseVAE(Family):
     """VAE with multilayer-perceptron encoder and decoder, for any input shape.
 
     The encoder is `Flatten → Dense(h) for h in hidden_units → Dense(posterior
@@ -28,6 +28,7 @@ class DenseVAE(VAE):
         activation: hidden-layer activation.
         beta: float >= 0, KL weight (see `VAE`).
         analytic_kl: closed-form KL when TFP registers one.
+        objective, num_samples: "elbo" or "iwae" with K = num_samples (see `VAE`).
         seed: int or None.
 
     Example:
@@ -51,6 +52,8 @@ class DenseVAE(VAE):
         activation="relu",
         beta=1.0,
         analytic_kl=True,
+        objective="elbo",
+        num_samples=1,
         seed=None,
         **kwargs,
     ):
@@ -81,6 +84,8 @@ class DenseVAE(VAE):
             input_shape=input_shape,
             beta=beta,
             analytic_kl=analytic_kl,
+            objective=objective,
+            num_samples=num_samples,
             seed=seed,
             **kwargs,
         )
@@ -95,12 +100,7 @@ class DenseVAE(VAE):
             "activation": activation,
             "beta": float(beta),
             "analytic_kl": bool(analytic_kl),
+            "objective": objective,
+            "num_samples": int(num_samples),
             "seed": seed,
         }
-
-    def get_config(self):
-        return {"name": self.name, "trainable": self.trainable, **self.family_config}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)

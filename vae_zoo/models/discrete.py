@@ -1,0 +1,294 @@
+"""Discrete VAE: z is a set of independent categoricals, trained by REINFORCE or Gumbel-softmax.
+
+Sampled one-hot vectors have no gradient with respect to the encoder, so the
+reparameterization trick of THEORY.md ("Amortized inference and gradients") does not
+apply. Two estimators replace it:
+
+- "reinforce": the score-function estimator E_q[(f(x, z) − b) ∇_φ log q_φ(z|x)] with the
+  learning signal f = log p(x|z) and a baseline b (a running mean of f, optionally plus
+  a learned input-dependent correction) that leaves it unbiased and lowers its
+  variance. The decoder gets the pathwise gradient of log p(x|z) and the encoder the
+  analytic KL gradient besides.
+- "gumbel_softmax": reparameterized samples of the Concrete / Gumbel-softmax relaxation
+  of q at a temperature τ are fed to the decoder; low variance but biased: the relaxed
+  objective is not the ELBO (it tends to it as τ → 0, with growing variance).
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from vae_zoo import heads, networks, objectives, priors
+from vae_zoo.models.base import MODELS, Family
+
+ESTIMATORS = ("gumbel_softmax", "reinforce")
+BASELINES = ("none", "moving_average", "learned")
+
+
+@keras.saving.register_keras_serializable(package="vae_zoo")
+@MODELS.register("discrete")
+class DiscreteVAE(Family):
+    """VAE whose latent code is `num_latents` independent categoricals of `num_categories`.
+
+    z is one-hot, `latent_shape = (num_latents, num_categories)`. The encoder is
+    `Flatten → Dense(h) for h in hidden_units → Dense(L·C logits)`, q(z|x) the
+    `categorical` posterior head (batch `[B]`, event `[L, C]`), p(z) the
+    `uniform_categorical` prior, and the decoder `Flatten(z) → Dense(h) for h in
+    reversed(hidden_units) → Dense(likelihood params)`. KL(q || p) = Σ_latents
+    KL(Cat(q_l) || Uniform(C)) is analytic (registered in TFP for
+    `Independent(OneHotCategorical)`).
+
+    What each estimator reports and differentiates (`compute_terms`):
+    - every metric ("elbo", "reconstruction", "kl", "loss" = −(reconstruction − β·kl))
+      is the true ELBO at a hard one-hot sample z ~ q, for both estimators, in
+      training and evaluation, as `elbo` (used by `evaluate`) and importance-weighted
+      evaluation (`log_importance_weights`, one-hot samples) are;
+    - "surrogate" is what `train_step` differentiates instead of "loss":
+      - "reinforce": equal to "loss" in value, with gradient −∇_θ log p(x|z) for the
+        decoder and −(f − b) ∇_φ log q(z|x) + β ∇_φ KL for the encoder, f = log p(x|z)
+        the learning signal and b the baseline (an unbiased estimate of the gradient
+        of the expected loss);
+      - "gumbel_softmax": the negated relaxed objective −(log p(x|z̃) − β·KL(q || p)),
+        z̃ a reparameterized sample of the relaxation at `temperature`, with the KL of
+        the categorical q (Jang et al. 2017 practice). The relaxed objective is not
+        the ELBO, so its gradient is a biased estimate of the ELBO's (computed only
+        while training; its reconstruction term is reported as
+        "relaxed_reconstruction", not a metric).
+
+    Baselines of "reinforce" (`baseline`):
+    - "none": b = 0 (unbiased, very high variance: f ≈ −100 to −550 nats on MNIST);
+    - "moving_average": b = the bias-corrected exponential moving average (decay
+      `baseline_decay`) of the batch-mean learning signal over past training steps. It
+      lives in non-trainable variables (saved with the model), is read before being
+      updated, so b does not depend on the current sample (the estimator stays
+      unbiased), and is only updated by training steps (`compute_terms(...,
+      training=True)`, as `train_step` calls it);
+    - "learned": the moving average plus an MLP of x (`baseline_units`, NVIL, Mnih &
+      Gregor 2014) predicting f − average, trained by squared error through the
+      surrogate (a term of value 0 whose gradient reaches only that network). Still
+      unbiased: b depends on x, not on z.
+    The moving-average variables exist (unused) for "gumbel_softmax" too; the learned
+    baseline network only for "reinforce" with baseline="learned".
+
+    Args:
+        input_shape: tuple, one example's shape: `(28, 28, 1)` images or `(D,)`.
+        num_latents: int >= 1, L, number of categorical latent variables.
+        num_categories: int >= 2, C, classes of each.
+        hidden_units: sequence of ints, encoder layer widths (decoder reversed).
+        estimator: "gumbel_softmax" or "reinforce".
+        temperature: float > 0, τ of the Gumbel-softmax relaxation (a non-trainable
+            variable `model.temperature`, so a callback can anneal it); unused by
+            "reinforce".
+        baseline: "none", "moving_average" or "learned" (see above); unused by
+            "gumbel_softmax".
+        baseline_decay: float in [0, 1), decay of the moving-average baseline.
+        baseline_units: sequence of ints, hidden widths of the learned baseline MLP.
+        likelihood: name or spec of a p(x|z) head in `vae_zoo.heads.LIKELIHOODS`.
+        activation: hidden-layer activation.
+        beta: float >= 0, KL weight (see `VAE`).
+        seed: int or None.
+
+    Example:
+    ```python
+    model = DiscreteVAE((28, 28, 1), num_latents=20, num_categories=10)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.fit(x_train, epochs=10, batch_size=128)
+    q = model.encode(x)             # batch [B], event [20, 10]; q.mean() = probabilities
+    reinforce = DiscreteVAE((28, 28, 1), estimator="reinforce", baseline="learned")
+    ```
+
+    References: Jang, Gu & Poole, "Categorical Reparameterization with Gumbel-Softmax",
+    arXiv:1611.01144; Maddison, Mnih & Teh, "The Concrete Distribution",
+    arXiv:1611.00712; Williams 1992 (REINFORCE); Mnih & Gregor, "Neural Variational
+    Inference and Learning in Belief Networks", arXiv:1402.0030 (baselines).
+    """
+
+    def __init__(
+        self,
+        input_shape,
+        num_latents=20,
+        num_categories=10,
+        hidden_units=(512, 256),
+        estimator="gumbel_softmax",
+        temperature=0.5,
+        baseline="moving_average",
+        baseline_decay=0.99,
+        baseline_units=(100,),
+        likelihood="bernoulli",
+        activation="relu",
+        beta=1.0,
+        seed=None,
+        **kwargs,
+    ):
+        input_shape = tuple(int(d) for d in input_shape)
+        num_latents, num_categories = int(num_latents), int(num_categories)
+        hidden_units = tuple(int(u) for u in hidden_units)
+        baseline_units = tuple(int(u) for u in baseline_units)
+        if not input_shape or min(input_shape) < 1:
+            raise ValueError(f"input_shape must be non-empty and positive, got {input_shape}")
+        if num_latents < 1:
+            raise ValueError(f"num_latents must be >= 1, got {num_latents}")
+        if num_categories < 2:
+            raise ValueError(f"num_categories must be >= 2, got {num_categories}")
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+        if baseline not in BASELINES:
+            raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if not 0 <= baseline_decay < 1:
+            raise ValueError(f"baseline_decay must be in [0, 1), got {baseline_decay}")
+        latent_shape = (num_latents, num_categories)
+        # Layers.
+        posterior_head = heads.CategoricalPosterior()
+        likelihood_head = heads.LIKELIHOODS.build(likelihood)
+        prior_layer = priors.UniformCategoricalPrior(latent_shape)
+        encoder = networks.mlp_encoder(
+            hidden_units, posterior_head.params_shape(latent_shape), activation
+        )
+        decoder = keras.Sequential(
+            [
+                keras.layers.Flatten(),  # [B, L, C] -> [B, L·C]
+                networks.mlp_decoder(
+                    hidden_units[::-1], likelihood_head.params_shape(input_shape), activation,
+                    name="mlp",
+                ),
+            ],
+            name="decoder",
+        )
+        # Estimator options, set first: the base constructor builds the model, and
+        # `build` creates the estimator's state from them.
+        self.estimator = estimator
+        self.baseline = baseline
+        self.baseline_decay = float(baseline_decay)
+        self.initial_temperature = float(temperature)
+        self.baseline_network = None
+        if estimator == "reinforce" and baseline == "learned":
+            self.baseline_network = networks.mlp_encoder(
+                baseline_units, (1,), activation, name="baseline_network"
+            )
+        # Wiring.
+        super().__init__(
+            encoder=encoder,
+            decoder=decoder,
+            posterior=posterior_head,
+            likelihood=likelihood_head,
+            prior=prior_layer,
+            input_shape=input_shape,
+            beta=beta,
+            analytic_kl=True,
+            seed=seed,
+            **kwargs,
+        )
+        # Config.
+        self.family_config = {
+            "input_shape": input_shape,
+            "num_latents": num_latents,
+            "num_categories": num_categories,
+            "hidden_units": hidden_units,
+            "estimator": estimator,
+            "temperature": float(temperature),
+            "baseline": baseline,
+            "baseline_decay": float(baseline_decay),
+            "baseline_units": baseline_units,
+            "likelihood": likelihood,
+            "activation": activation,
+            "beta": float(beta),
+            "seed": seed,
+        }
+
+    def build(self, input_shape=None):
+        if self.built:
+            return
+        state = dict(
+            shape=(), trainable=False, dtype="float32", autocast=False, aggregation="mean"
+        )
+        self.temperature = self.add_weight(
+            name="temperature",
+            initializer=keras.initializers.Constant(self.initial_temperature),
+            **state,
+        )
+        # Exponential moving average of the learning signal and the number of updates
+        # (for the bias correction), saved with the model.
+        self.baseline_average = self.add_weight(
+            name="baseline_average", initializer="zeros", **state
+        )
+        self.baseline_updates = self.add_weight(
+            name="baseline_updates", initializer="zeros", **state
+        )
+        if self.baseline_network is not None:
+            self.baseline_network.build((None,) + self.data_shape)
+        super().build(input_shape)
+
+    # ------------------------------------------------------------------ public API
+
+    def reconstruct(self, x, y=None):
+        """E[x|z] at the posterior mode (one-hot argmax per latent): `[B, *input_shape]`."""
+        return self.decode(self.encode(x, y).mode(), y).mean()
+
+    def moving_average_baseline(self):
+        """The bias-corrected running mean of the learning signal (scalar; 0 before any
+        update)."""
+        updates = tf.convert_to_tensor(self.baseline_updates)
+        average = tf.convert_to_tensor(self.baseline_average)
+        correction = 1.0 - self.baseline_decay ** tf.maximum(updates, 1.0)
+        return tf.where(updates > 0, average / correction, 0.0)
+
+    # ------------------------------------------------------------------ training
+
+    def compute_terms(self, inputs, training=False):
+        """Per-example terms (dict of `[B]`): the true ELBO terms, "loss" and "surrogate".
+
+        "elbo", "reconstruction", "kl" and "loss" use one hard one-hot z ~ q(z|x).
+        "surrogate" (see the class docstring) is the quantity `train_step`
+        differentiates. With `training=False` (evaluation) the moving-average baseline
+        is not updated and "gumbel_softmax" skips its relaxed pass (no "surrogate").
+        """
+        x = tf.convert_to_tensor(inputs[0], tf.float32)
+        params = self.encoder(x)  # [B, L, C] logits
+        q = self.posterior(params)  # batch [B], event [L, C]
+        z = tf.stop_gradient(self.posterior_sample(q, self.draw_seed()))  # one-hot
+        reconstruction = self.decode(z).log_prob(x)
+        kl = objectives.kl_divergence(q, self.prior_for(q), z)  # analytic
+        beta = tf.cast(tf.convert_to_tensor(self.beta), kl.dtype)
+        terms = {
+            "elbo": reconstruction - kl,
+            "reconstruction": reconstruction,
+            "kl": kl,
+            "loss": -(reconstruction - beta * kl),
+        }
+        if self.estimator == "reinforce":
+            terms["surrogate"] = self._score_function_surrogate(x, q, z, terms, training)
+        elif training:
+            relaxed = self.posterior.relaxed(params, self.temperature)
+            z_relaxed = relaxed.sample(seed=self.draw_seed())  # [B, L, C] on the simplex
+            terms["relaxed_reconstruction"] = self.decode(z_relaxed).log_prob(x)
+            terms["surrogate"] = -(terms["relaxed_reconstruction"] - beta * kl)
+        return terms
+
+    def _score_function_surrogate(self, x, q, z, terms, training):
+        """`loss` plus terms of value 0 whose gradients make the REINFORCE estimator."""
+        signal = tf.stop_gradient(terms["reconstruction"])  # f = log p(x|z), [B]
+        baseline = tf.zeros_like(signal)
+        baseline_loss = tf.zeros_like(signal)
+        if self.baseline != "none":
+            average = self.moving_average_baseline()  # read before this step's update
+            baseline += average
+            if training:
+                mean_signal = tf.reduce_mean(signal)
+                decay = self.baseline_decay
+                self.baseline_average.assign(
+                    decay * self.baseline_average + (1.0 - decay) * mean_signal
+                )
+                self.baseline_updates.assign_add(1.0)
+            if self.baseline_network is not None:
+                residual = tf.cast(self.baseline_network(x), tf.float32)[:, 0]  # [B]
+                baseline += tf.stop_gradient(residual)
+                squared_error = tf.square(residual - (signal - average))
+                baseline_loss = squared_error - tf.stop_gradient(squared_error)
+        log_q = q.log_prob(z)  # [B]
+        advantage = tf.stop_gradient(signal - baseline)
+        # Value 0, gradient (f − b) ∇_φ log q(z|x).
+        score = advantage * (log_q - tf.stop_gradient(log_q))
+        return terms["loss"] - score + baseline_loss
