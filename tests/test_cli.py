@@ -20,6 +20,7 @@ TINY = [
     "--set", "evaluate.num_samples=5",
     "--set", "evaluate.examples=40",
     "--set", "output.grid_size=4",
+    "--set", "output.images_every=1",
     "--quiet",
 ]
 
@@ -49,10 +50,14 @@ def grid_shape(png):
 def test_train_writes_run_folder(run_dir):
     names = {p.name for p in run_dir.iterdir()}
     expected = {"model.keras", "recipe.json", "history.csv", "logs", "samples.png",
-                "reconstructions.png", "metrics.json"}
+                "reconstructions.png", "metrics.json", "latents.png", "images"}
     assert expected <= names
     header = (run_dir / "history.csv").read_text().splitlines()[0].split(",")
-    assert {"loss", "elbo", "reconstruction", "kl", "beta", "val_elbo"} <= set(header)
+    assert {"loss", "elbo", "reconstruction", "kl", "beta", "val_elbo",
+            "active_units", "marginal_kl"} <= set(header)
+    assert (run_dir / "images" / "epoch_001_interpolations.png").is_file()
+    assert any((run_dir / "logs" / "images").glob("events.out.tfevents*"))
+    assert any((run_dir / "logs" / "diagnostics").glob("events.out.tfevents*"))
     assert len((run_dir / "history.csv").read_text().splitlines()) == 3  # 2 epochs
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["log_likelihood"] >= metrics["elbo"] - 5.0

@@ -95,8 +95,11 @@ def test_conditional_recipe_gets_labelled_batches():
         assert x.shape == (8, 28, 28, 1) and y.shape == (8,) and y.dtype == "int64"
     plain = recipes.load("mnist_dense", ["data.batch_size=8"])
     assert not recipes.is_conditional(plain)
-    assert next(iter(recipes.build_datasets(plain)[1])).shape == (8, 28, 28, 1)
-    x, y = next(iter(recipes.build_datasets(plain, with_labels=True)[1]))
+    train, test = recipes.build_datasets(plain)
+    assert next(iter(train)).shape == (8, 28, 28, 1)  # unconditional: no labels to train on
+    x, y = next(iter(test))  # test labels, when the dataset has them, colour plots
+    assert y.shape == (8,)
+    x, y = next(iter(recipes.build_datasets(plain, with_labels=True)[0]))
     assert y.shape == (8,)
 
 

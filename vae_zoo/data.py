@@ -96,6 +96,12 @@ def load_embedded_mnist():
             return {key: np.asarray(npz[key]) for key in _EMBEDDED_KEYS}
 
 
+def has_labels(name):
+    """Whether dataset `name` has class labels (`load(..., with_labels=True)` works)."""
+    _check_name(name)
+    return _HAS_LABELS[name]
+
+
 def input_shape_of(name, image_size=None):
     """Return the shape `(H, W, C)` of one image of dataset `name`.
 

@@ -107,6 +107,8 @@ SCHEMA = {
     },
     "output": {
         "grid_size": Field((int,), 64, minimum=1),
+        "images_every": Field((int,), 5, minimum=0),
+        "diagnostics": Field((bool,), True),
     },
 }
 
@@ -328,7 +330,7 @@ def _check_labels(recipe):
     from vae_zoo import data
 
     dataset = recipe["data"]["dataset"]
-    if is_conditional(recipe) and not getattr(data, "_HAS_LABELS", {}).get(dataset, True):
+    if is_conditional(recipe) and not data.has_labels(dataset):
         raise RecipeError(
             f"model.family = {recipe['model']['family']!r} needs class labels, and "
             f"data.dataset = {dataset!r} has none"
@@ -402,25 +404,23 @@ def build_datasets(recipe, with_labels=None):
 
     Args:
         recipe: a validated recipe.
-        with_labels: yield `(x, y)` batches with int64 labels `[B]`; default: when the
-            model family is conditional (`is_conditional`).
+        with_labels: yield `(x, y)` training batches with int64 labels `[B]`; default:
+            when the model family is conditional (`is_conditional`). Test batches
+            carry labels whenever the dataset has them (unconditional models ignore
+            them; plots colour the latent scatter by them).
     """
     from vae_zoo import data
 
     d = recipe["data"]
-    common = dict(
-        batch_size=d["batch_size"],
-        image_size=d["image_size"],
-        data_dir=d["data_dir"],
-        with_labels=is_conditional(recipe) if with_labels is None else bool(with_labels),
-    )
+    common = dict(batch_size=d["batch_size"], image_size=d["image_size"], data_dir=d["data_dir"])
     train = data.load(
-        d["dataset"], d["train_split"], shuffle=True, binarize=d["binarize"],
-        seed=d["seed"], **common,
+        d["dataset"], d["train_split"], shuffle=True, binarize=d["binarize"], seed=d["seed"],
+        with_labels=is_conditional(recipe) if with_labels is None else bool(with_labels),
+        **common,
     )
     test_binarize = "none" if d["binarize"] == "none" else "static"
     test = data.load(
         d["dataset"], d["test_split"], shuffle=False, binarize=test_binarize,
-        seed=d["seed"] + 1, **common,
+        seed=d["seed"] + 1, with_labels=data.has_labels(d["dataset"]), **common,
     )
     return train, test

@@ -82,6 +82,25 @@ def sample_grid(model, n, label=None, seed=0):
     return model.sample(len(labels), y=labels, seed=seed).numpy(), per_class
 
 
+def _monitoring_callbacks(recipe, model, x_test, y_test, folder):
+    """Per-epoch diagnostics and image grids the recipe's [output] section asks for."""
+    from vae_zoo import callbacks, plots
+
+    out = recipe["output"]
+    chosen = []
+    if out["diagnostics"]:
+        chosen.append(callbacks.CollapseDiagnostics(
+            x_test[:500], None if y_test is None else y_test[:500], log_dir=folder / "logs"
+        ))
+    if out["images_every"] and plots.is_image_shape(model.data_shape):
+        chosen.append(callbacks.ImageGrids(
+            x_test[:16], None if y_test is None else y_test[:16], output_dir=folder / "images",
+            log_dir=folder / "logs", every=out["images_every"],
+            num_samples=min(out["grid_size"], 64),
+        ))
+    return chosen
+
+
 def _write_json(path, payload):
     Path(path).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
@@ -114,7 +133,11 @@ def train(recipe, output=None, overwrite=False, verbose=1) -> Path:
         train_ds, test_ds = recipes_lib.build_datasets(recipe)
         model = recipes_lib.compile_model(recipes_lib.build_model(recipe), recipe)
         _write_json(staging / "recipe.json", recipe)
-        callbacks = recipes_lib.build_callbacks(recipe) + [
+        x_test, labels = first_examples(test_ds, recipe["evaluate"]["examples"])
+        y_test = labels if model.conditional else None  # what the model is conditioned on
+        callbacks = recipes_lib.build_callbacks(recipe) + _monitoring_callbacks(
+            recipe, model, x_test, y_test, staging
+        ) + [
             keras.callbacks.CSVLogger(str(staging / "history.csv")),
             keras.callbacks.TensorBoard(log_dir=str(staging / "logs")),
         ]
@@ -128,8 +151,6 @@ def train(recipe, output=None, overwrite=False, verbose=1) -> Path:
         )
         model.save(staging / "model.keras")
 
-        # y_test: labels when the model is conditional, else None.
-        x_test, y_test = first_examples(test_ds, recipe["evaluate"]["examples"])
         metrics = {"epochs": recipe["train"]["epochs"]}
         num_samples = recipe["evaluate"]["num_samples"]
         if num_samples:
@@ -145,6 +166,9 @@ def train(recipe, output=None, overwrite=False, verbose=1) -> Path:
                 x_test[:shown], model.reconstruct(x_test[:shown], y_shown).numpy(),
                 staging / "reconstructions.png",
             )
+        if labels is not None:
+            means = evaluate.posterior_statistics(model, x_test, y=y_test)["mean"]
+            plots.save_latent_scatter(means, labels, staging / "latents.png")
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

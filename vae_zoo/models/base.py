@@ -244,6 +244,41 @@ class VAE(keras.Model):
         """E[x|z] at the posterior mean z = E_q[z|x]: `[B, *input_shape]`."""
         return self.decode(self.encode(x, y).mean(), y).mean()
 
+    def impute(self, x, mask, y=None, num_iterations=50, seed=None):
+        """Fill the missing entries of x by pseudo-Gibbs sampling (Rezende et al. 2014).
+
+        Starting from the missing entries set to 0.5, each iteration draws
+        z ~ q(z|x̃) and replaces the missing entries of x̃ by E[x|z]; observed entries
+        never change.
+
+        Args:
+            x: `[B, *input_shape]` data; the values at missing positions are ignored.
+            mask: same shape, 1 (or True) where x is observed, 0 where it is missing.
+            num_iterations: encode/decode rounds.
+
+        Returns:
+            `[B, *input_shape]` float32: x with its missing entries imputed.
+        """
+        x = tf.convert_to_tensor(x, tf.float32)
+        mask = tf.cast(tf.convert_to_tensor(mask), tf.float32)
+        if mask.shape != x.shape:
+            raise ValueError(f"mask shape {tuple(mask.shape)} does not match x {tuple(x.shape)}")
+        seed = self.draw_seed(seed)
+        current = mask * x + (1.0 - mask) * 0.5
+        for step in range(int(num_iterations)):
+            z = self.encode(current, y).sample(seed=seed + tf.constant([0, 1], tf.int32) * step)
+            current = mask * x + (1.0 - mask) * self.decode(z, y).mean()
+        return current
+
+    def anomaly_score(self, x, y=None, num_samples=1000, seed=0):
+        """−log p(x) per example (importance-weighted, `num_samples` samples): `[B]` numpy.
+
+        Higher means less likely under the model.
+        """
+        from vae_zoo import evaluate
+
+        return -evaluate.log_likelihood(self, x, num_samples=num_samples, seed=seed, y=y)
+
     def call(self, inputs, training=False):
         return self.reconstruct(inputs)
 
