@@ -203,7 +203,8 @@ class VAE(keras.Model):
         x = tf.convert_to_tensor(x, tf.float32)
         q = self.encode(x, y)
         z = self.posterior_sample(q, seed)
-        return objectives.elbo_terms(x, q, z, self.decode(z, y), self.prior_for(q, y), self.analytic_kl)
+        likelihood = self.decode(z, y)
+        return objectives.elbo_terms(x, q, z, likelihood, self.prior_for(q, y), self.analytic_kl)
 
     def log_importance_weights(self, x, num_samples, y=None, seed=None):
         """log p(x|z_k) + log p(z_k) − log q(z_k|x) for K samples z_k ~ q: `[K, B]`."""
