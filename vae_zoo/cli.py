@@ -1,8 +1,11 @@
 """`vae-zoo`: train, sample and evaluate from the command line.
 
     vae-zoo train [RECIPE] [--set section.key=value ...] [--output DIR] [--overwrite]
+                  [--strategy auto|one_device|mirrored|multi_worker]
+    vae-zoo tune [RECIPE] [--set section.key=value ...] [--output DIR] [--overwrite] [--top N]
     vae-zoo sample RUN_OR_MODEL [-n 64] [--label K] [--seed 0] [--output PNG]
     vae-zoo evaluate RUN_OR_MODEL [--samples K] [--examples N] [--output JSON]
+    vae-zoo export RUN_OR_MODEL --name NAME [--version N] [--root saved_models]
     vae-zoo recipes
 
 Bad input (unknown recipe key, wrong type, missing file, corrupt model) prints one
@@ -14,10 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
 from vae_zoo._quiet import import_tensorflow
+from vae_zoo.recipes import STRATEGIES
 
 EXIT_USAGE = 2
 
@@ -27,21 +32,41 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"vae-zoo: error: {message}\n")
 
 
+def _recipe_arguments(parser, recipe_help, output_help, overwrite_help):
+    """The arguments `train` and `tune` share: recipe, overrides, output folder."""
+    parser.add_argument("recipe", nargs="?", default=None, help=recipe_help)
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="SECTION.KEY=VALUE", help="override a recipe value (repeatable)")
+    parser.add_argument("--output", help=output_help)
+    parser.add_argument("--overwrite", action="store_true", help=overwrite_help)
+
+
 def _parser():
     parser = _Parser(prog="vae-zoo", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = sub.add_parser("train", help="train a recipe and write a run folder")
-    train.add_argument("recipe", nargs="?", default=None,
-                       help="recipe name (see `vae-zoo recipes`) or .toml path; default mnist_dense")
-    train.add_argument("--set", dest="overrides", action="append", default=[],
-                       metavar="SECTION.KEY=VALUE", help="override a recipe value (repeatable)")
-    train.add_argument("--output", help="run folder (default runs/<recipe>-<timestamp>)")
-    train.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    _recipe_arguments(
+        train, "recipe name (see `vae-zoo recipes`) or .toml path; default mnist_dense",
+        "run folder (default runs/<recipe>-<timestamp>)", "replace an existing run folder",
+    )
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--strategy", choices=STRATEGIES, default=None,
+                       help="distribution strategy (sets train.strategy; default: the recipe's, auto)")
+
+    tune = sub.add_parser("tune", help="search a recipe's [tune] space with keras-tuner")
+    _recipe_arguments(
+        tune, "recipe with a [tune] section; default tune_mnist_dense",
+        "tuning folder (default runs/tune-<recipe>-<timestamp>)",
+        "replace an existing tuning folder (distributed chief: start afresh)",
+    )
+    tune.add_argument("--top", type=int, default=3, help="best trials to print")
+    tune.add_argument("--quiet", action="store_true", help="no progress bars")
+    tune.add_argument("--strategy", choices=STRATEGIES[:3], default=None,
+                      help="strategy of each trial (sets train.strategy)")
 
     sample = sub.add_parser("sample", help="write a PNG grid of prior samples")
-    sample.add_argument("model", help="run folder or .keras file")
+    sample.add_argument("model", help="run folder, .keras file or exported SavedModel folder")
     sample.add_argument("-n", "--num", type=int, default=64, help="number of samples")
     sample.add_argument("--label", type=int, default=None,
                         help="class label, for a conditional model (default: one row per class)")
@@ -55,6 +80,14 @@ def _parser():
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--output", help="JSON path (default: evaluation.json beside the model)")
 
+    export = sub.add_parser("export", help="write a versioned SavedModel for TF Serving")
+    export.add_argument("model", help="run folder or .keras file")
+    export.add_argument("--name", required=True, help="model name: writes ROOT/NAME/VERSION/")
+    export.add_argument("--version", type=int, default=None,
+                        help="integer version (default: the next free one); never replaced")
+    export.add_argument("--root", default="saved_models",
+                        help="folder holding one base folder per model name (default saved_models)")
+
     sub.add_parser("recipes", help="list the packaged recipes")
     return parser
 
@@ -62,8 +95,13 @@ def _parser():
 def _cmd_train(args):
     from vae_zoo import recipes, runs
 
-    recipe = recipes.load(args.recipe or recipes.DEFAULT_RECIPE, args.overrides)
+    overrides = args.overrides + ([f"train.strategy={args.strategy}"] if args.strategy else [])
+    recipe = recipes.load(args.recipe or recipes.DEFAULT_RECIPE, overrides)
+    _print_strategy(recipe)
     output = runs.train(recipe, args.output, overwrite=args.overwrite, verbose=0 if args.quiet else 1)
+    if output is None:  # a multi-worker run's other workers
+        print("worker done; the chief wrote the run folder")
+        return
     print(f"run folder: {output}")
     metrics = json.loads((output / "metrics.json").read_text())
     for key in ("elbo", "log_likelihood", "bits_per_dim"):
@@ -76,6 +114,11 @@ def _cmd_sample(args):
 
     if args.num < 1:
         raise ValueError(f"-n must be >= 1, got {args.num}")
+    from vae_zoo import export
+
+    exported = export.find_export(args.model)
+    if exported is not None:  # a SavedModel from `vae-zoo export`: no .keras needed
+        return _sample_export(args, exported)
     path = runs.resolve_model_path(args.model)
     model = runs.load_model(path)
     if not plots.is_image_shape(model.data_shape):
@@ -131,6 +174,27 @@ def _cmd_evaluate(args):
     print(f"wrote {output}")
 
 
+def _sample_export(args, folder):
+    from vae_zoo import export, plots
+
+    images, columns = export.sample_grid(folder, args.num, label=args.label, seed=args.seed)
+    tag = "" if args.label is None else f"label{args.label}-"
+    default = f"samples-{folder.parent.name}-{folder.name}-{tag}{args.seed}.png"
+    output = Path(args.output) if args.output else Path(default)  # not inside the export
+    plots.save_grid(images, output, columns)
+    print(f"wrote {output}")
+
+
+def _cmd_export(args):
+    from vae_zoo import export, runs
+
+    if not args.name or Path(args.name).name != args.name or args.name in (".", ".."):
+        raise ValueError(f"--name must be a plain folder name, got {args.name!r}")
+    model = runs.load_model(args.model)
+    target = export.export_for_serving(model, Path(args.root) / args.name, version=args.version)
+    print(f"exported {target}")
+
+
 def _cmd_recipes(args):
     from vae_zoo import recipes
 
@@ -138,13 +202,58 @@ def _cmd_recipes(args):
         print(name)
 
 
+def _print_strategy(recipe):
+    from vae_zoo import distribute
+
+    strategy = distribute.strategy_for(recipe["train"]["strategy"])
+    replicas = distribute.num_replicas(strategy)
+    if replicas > 1:
+        per_replica = recipe["data"]["batch_size"]
+        print(f"strategy: {distribute.describe(strategy)}; global batch "
+              f"{per_replica * replicas} ({per_replica} per replica)", flush=True)
+
+
+def _cmd_tune(args):
+    from vae_zoo import recipes, tuning
+
+    if args.top < 1:
+        raise ValueError(f"--top must be >= 1, got {args.top}")
+    overrides = args.overrides + ([f"train.strategy={args.strategy}"] if args.strategy else [])
+    recipe = recipes.load(args.recipe or "tune_mnist_dense", overrides)
+    _print_strategy(recipe)
+    result = tuning.search(recipe, args.output, overwrite=args.overwrite,
+                           verbose=0 if args.quiet else 1, top=args.top)
+    if result["role"] == "worker":
+        ran = ", ".join(r["trial_id"] for r in result["reported"]) or "none"
+        print(f"worker done: ran trials {ran}; the chief writes the results")
+        return
+    completed = sum(t["status"] == "COMPLETED" for t in result["trials"])
+    print(f"tuning folder: {result['output']} ({completed} of {len(result['trials'])} trials completed)")
+    if not result["best"]:
+        raise RuntimeError("no trial completed; see the messages above")
+    print(f"best trials by {result['objective']} (higher is better):")
+    for rank, trial in enumerate(result["best"], 1):
+        print(f"  {rank}. trial {trial['trial_id']}: {result['objective']} = {trial['score']:.3f}  "
+              + " ".join(trial["overrides"]))
+    print(f"best model: {result['model']}")
+    if result["export"]:
+        print(f"exported for TF Serving: {result['export']}")
+    words = [args.recipe or "tune_mnist_dense"]
+    latest = {o.split("=", 1)[0]: o for o in args.overrides + result["best"][0]["overrides"]}
+    for override in latest.values():
+        words += ["--set", override]
+    print("train the best: vae-zoo train " + " ".join(shlex.quote(w) for w in words))
+
+
 COMMANDS = {"train": _cmd_train, "sample": _cmd_sample, "evaluate": _cmd_evaluate,
-            "recipes": _cmd_recipes}
+            "recipes": _cmd_recipes, "export": _cmd_export, "tune": _cmd_tune}
 
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    import_tensorflow(init_devices=True)
+    # Under TF_CONFIG the MultiWorkerMirroredStrategy must exist before the devices
+    # initialize ("Collective ops must be configured at program startup").
+    import_tensorflow(init_devices=not os.environ.get("TF_CONFIG"))
     try:
         COMMANDS[args.command](args)
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as error:

@@ -10,11 +10,15 @@ out-of-range values raise `RecipeError` with one line naming the key.
 [model]       family (required) and the family constructor's arguments
               (e.g. latent_dim, hidden_units, likelihood, posterior, prior, beta);
               a conditional family (`conditional = True`) gets (x, y) batches
-[train]       epochs, optimizer, learning_rate, seed, jit_compile, steps_per_execution
+[train]       epochs, optimizer, learning_rate, seed, jit_compile, steps_per_execution,
+              strategy ("auto", "one_device", "mirrored", "multi_worker")
 [annealing]   schedule ("none", "linear", "sigmoid", "cyclical", "constant"),
               beta_min, beta_max, warmup_epochs, cycles, ratio
 [evaluate]    num_samples (IW samples; 0 skips), examples
 [output]      grid_size
+[tune]        tuner, objective, max_trials, epochs, ... and the search space: beta,
+              latent_dim, learning_rate, hidden_width, each a list of values or a
+              table {min, max, sampling, step} (see `vae_zoo.tuning`)
 ```
 
 Recipes are found by path or by name among the packaged ones (`recipes/` in the
@@ -72,6 +76,21 @@ def _binarize_modes():
 
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")  # see vae_zoo.distribute
+TUNERS = ("random", "bayesian", "hyperband")
+TUNE_OBJECTIVES = ("elbo", "log_likelihood")
+
+# The [tune] search space: hyperparameter → (recipe key it sets, integer?, minimum,
+# exclusive minimum). `hidden_width` sets the width of the first hidden layer of the
+# model's dense part (`hidden_layers_key`) and scales the other layers with it.
+TUNABLE = {
+    "beta": (("model", "beta"), False, 0, False),
+    "latent_dim": (("model", "latent_dim"), True, 1, False),
+    "learning_rate": (("train", "learning_rate"), False, 0, True),
+    "hidden_width": (("model", None), True, 1, False),
+}
+SAMPLINGS = ("linear", "log", "reverse_log")
+_RANGE_KEYS = ("min", "max", "sampling", "step")
 
 # Section → key → Field. Choices given as callables are resolved lazily.
 SCHEMA = {
@@ -92,6 +111,7 @@ SCHEMA = {
         "seed": Field((int,), 0),
         "jit_compile": Field((bool, str), "auto", choices=(True, False, "auto")),
         "steps_per_execution": Field((int,), 1, minimum=1),
+        "strategy": Field((str,), "auto", choices=STRATEGIES),
     },
     "annealing": {
         "schedule": Field((str,), "none", choices=_schedules),
@@ -109,6 +129,19 @@ SCHEMA = {
         "grid_size": Field((int,), 64, minimum=1),
         "images_every": Field((int,), 5, minimum=0),
         "diagnostics": Field((bool,), True),
+    },
+    "tune": {
+        "tuner": Field((str,), "random", choices=TUNERS),
+        "objective": Field((str,), "elbo", choices=TUNE_OBJECTIVES),
+        "max_trials": Field((int,), 10, minimum=1),
+        "epochs": Field((int,), None, minimum=1, nullable=True),  # default train.epochs
+        "executions_per_trial": Field((int,), 1, minimum=1),
+        "hyperband_factor": Field((int,), 3, minimum=2),
+        "num_samples": Field((int,), 100, minimum=1),  # IW samples, objective log_likelihood
+        "examples": Field((int,), 1000, minimum=1),  # validation examples for it
+        "validation_fraction": Field((float, int), 0.1, minimum=0),  # 0: the test split
+        "seed": Field((int,), 0),
+        **{name: Field((list, dict), None, nullable=True) for name in TUNABLE},
     },
 }
 
@@ -323,7 +356,80 @@ def validate(raw: dict) -> dict:
         checked[key] = value
     recipe["model"] = checked
     _check_labels(recipe)
+    _check_tune(recipe, fields)
     return recipe
+
+
+def model_value(recipe, key):
+    """The value of a [model] argument: the recipe's, else the family's default."""
+    from vae_zoo.models import MODELS
+
+    if key in recipe["model"]:
+        return recipe["model"][key]
+    return _model_fields(MODELS.get(recipe["model"]["family"]))[key].default
+
+
+def hidden_layers_key(recipe) -> str | None:
+    """The [model] key listing the widths of the model's dense hidden layers:
+    "hidden_units" (dense bodies), "dense_units" (conv bodies) or None (no such layers)."""
+    from vae_zoo.models import MODELS
+
+    return _hidden_layers_key(recipe["model"], _model_fields(MODELS.get(recipe["model"]["family"])))
+
+
+def _hidden_layers_key(model, fields):
+    body = model.get("body", fields["body"].default if "body" in fields else None)
+    if body != "conv" and "hidden_units" in fields:
+        return "hidden_units"
+    return "dense_units" if "dense_units" in fields else None
+
+
+def _check_tune(recipe, model_fields):
+    """Check the [tune] search space: each hyperparameter a list of values or a range
+    table, with values the recipe key it sets accepts."""
+    tune = recipe["tune"]
+    if not tune["validation_fraction"] < 1:
+        raise RecipeError(f"tune.validation_fraction must be < 1, got {tune['validation_fraction']!r}")
+    for name, ((section, key), integer, minimum, exclusive) in TUNABLE.items():
+        spec = tune[name]
+        if spec is None:
+            continue
+        where = f"tune.{name}"
+        target = _hidden_layers_key(recipe["model"], model_fields) if key is None else key
+        if section == "model" and (target is None or target not in model_fields):
+            raise RecipeError(
+                f"{where}: model.family = {recipe['model']['family']!r} has no "
+                f"{'hidden layers' if name == 'hidden_width' else key} to tune"
+            )
+        if name == "beta" and recipe["annealing"]["beta_max"] is not None:
+            raise RecipeError(f"{where} cannot be tuned while annealing.beta_max is set "
+                              "(the schedule would override it)")
+        value_field = Field((int,) if integer else (float, int), None, minimum=minimum,
+                            exclusive_minimum=exclusive)
+        if isinstance(spec, list):
+            if not spec:
+                raise RecipeError(f"{where} must list at least one value")
+            for i, value in enumerate(spec):
+                _check_value(f"{where}[{i}]", value, value_field)
+            if len(set(spec)) != len(spec):
+                raise RecipeError(f"{where} lists a value twice: {spec!r}")
+            continue
+        for part in spec:
+            if part not in _RANGE_KEYS:
+                raise RecipeError(f"unknown recipe key {where}.{part}{_suggest(part, _RANGE_KEYS)}")
+        for part in ("min", "max"):
+            if part not in spec:
+                raise RecipeError(f"{where}.{part} must be set (or give {where} as a list of values)")
+            _check_value(f"{where}.{part}", spec[part], value_field)
+        if not spec["min"] < spec["max"]:
+            raise RecipeError(f"{where}.min must be < {where}.max, got {spec['min']!r} and {spec['max']!r}")
+        sampling = _check_value(f"{where}.sampling", spec.get("sampling", "linear"),
+                                Field((str,), "linear", choices=SAMPLINGS))
+        if sampling != "linear" and spec["min"] <= 0:
+            raise RecipeError(f"{where}: {sampling} sampling needs min > 0, got {spec['min']!r}")
+        if "step" in spec:
+            _check_value(f"{where}.step", spec["step"], Field(
+                (int,) if integer else (float, int), None, minimum=0, exclusive_minimum=True))
 
 
 def _check_labels(recipe):
@@ -396,7 +502,7 @@ def build_callbacks(recipe) -> list:
     return [KLAnnealing(schedule, **annealing)]
 
 
-def build_datasets(recipe, with_labels=None):
+def build_datasets(recipe, with_labels=None, replicas=1):
     """(train dataset, test dataset) as the recipe's [data] section describes them.
 
     Dynamic or static binarization of the training data goes with one fixed (static)
@@ -408,11 +514,14 @@ def build_datasets(recipe, with_labels=None):
             when the model family is conditional (`is_conditional`). Test batches
             carry labels whenever the dataset has them (unconditional models ignore
             them; plots colour the latent scatter by them).
+        replicas: replicas in sync (`vae_zoo.distribute.num_replicas`): batches hold
+            the global batch, `data.batch_size` (per replica) × replicas.
     """
     from vae_zoo import data
 
     d = recipe["data"]
-    common = dict(batch_size=d["batch_size"], image_size=d["image_size"], data_dir=d["data_dir"])
+    batch_size = d["batch_size"] * int(replicas)
+    common = dict(batch_size=batch_size, image_size=d["image_size"], data_dir=d["data_dir"])
     train = data.load(
         d["dataset"], d["train_split"], shuffle=True, binarize=d["binarize"], seed=d["seed"],
         with_labels=is_conditional(recipe) if with_labels is None else bool(with_labels),

@@ -14,6 +14,11 @@ A run folder holds:
 The folder is written under a temporary name beside the target and renamed into place
 when complete, so an interrupted run never leaves a half-written run folder, and an
 existing folder is never replaced unless `overwrite=True`.
+
+Training runs under the strategy the recipe's `train.strategy` names
+(`vae_zoo.distribute`): the model and optimizer are built in its scope and batches hold
+`data.batch_size` examples per replica. With several workers only the chief writes the
+run folder; the others train in step with it and write to a temporary folder.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -49,6 +55,14 @@ def first_examples(ds, limit):
         if count >= limit:
             break
     return np.concatenate(xs)[:limit], (np.concatenate(ys)[:limit] if ys else None)
+
+
+def model_inputs(ds, model):
+    """`ds` without the labels an unconditional model ignores (batches of x only), so
+    validation batches carry labels only for conditional models."""
+    if model.conditional or not isinstance(ds.element_spec, tuple):
+        return ds
+    return ds.map(lambda x, *labels: x)
 
 
 def sample_grid(model, n, label=None, seed=0):
@@ -105,7 +119,7 @@ def _write_json(path, payload):
     Path(path).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def train(recipe, output=None, overwrite=False, verbose=1) -> Path:
+def train(recipe, output=None, overwrite=False, verbose=1, callbacks=()) -> Path | None:
     """Train the model a validated recipe describes and write its run folder.
 
     Args:
@@ -113,43 +127,58 @@ def train(recipe, output=None, overwrite=False, verbose=1) -> Path:
         output: run folder path (default `runs/<recipe>-<timestamp>`).
         overwrite: replace an existing folder at `output`.
         verbose: Keras `fit` verbosity (1 = progress bar).
+        callbacks: extra Keras callbacks for `fit`, after the recipe's own.
 
     Returns:
-        The run folder's path.
+        The run folder's path; None on the non-chief workers of a multi-worker run,
+        which write no run folder.
     """
     import keras
 
-    from vae_zoo import evaluate, plots
+    from vae_zoo import distribute, evaluate, plots
 
+    strategy = distribute.strategy_for(recipe["train"]["strategy"])
+    chief = distribute.is_chief(strategy)
     output = Path(output) if output else default_output(recipe)
-    if output.exists() and not overwrite:
+    if chief and output.exists() and not overwrite:
         raise FileExistsError(f"run folder {output} already exists (use --overwrite to replace it)")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = output.parent / f".{output.name}.partial-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
+    if chief:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        staging = output.parent / f".{output.name}.partial-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+    else:  # another worker: the same training, its files thrown away
+        staging = Path(tempfile.mkdtemp(prefix="vae_zoo-worker-"))
+    extra_callbacks = list(callbacks)
     try:
         keras.utils.set_random_seed(recipe["train"]["seed"])
-        train_ds, test_ds = recipes_lib.build_datasets(recipe)
-        model = recipes_lib.compile_model(recipes_lib.build_model(recipe), recipe)
+        train_ds, test_ds = recipes_lib.build_datasets(
+            recipe, replicas=distribute.num_replicas(strategy)
+        )
+        with strategy.scope():
+            model = recipes_lib.compile_model(recipes_lib.build_model(recipe), recipe)
+        distribute.prepare_model(model, strategy)
         _write_json(staging / "recipe.json", recipe)
         x_test, labels = first_examples(test_ds, recipe["evaluate"]["examples"])
         y_test = labels if model.conditional else None  # what the model is conditioned on
-        callbacks = recipes_lib.build_callbacks(recipe) + _monitoring_callbacks(
+        fit_callbacks = recipes_lib.build_callbacks(recipe) + _monitoring_callbacks(
             recipe, model, x_test, y_test, staging
         ) + [
             keras.callbacks.CSVLogger(str(staging / "history.csv")),
             keras.callbacks.TensorBoard(log_dir=str(staging / "logs")),
-        ]
+        ] + extra_callbacks
         model.fit(
-            train_ds,
-            validation_data=test_ds,
+            distribute.shard(train_ds),
+            validation_data=distribute.shard(model_inputs(test_ds, model)),
             epochs=recipe["train"]["epochs"],
-            callbacks=callbacks,
+            callbacks=fit_callbacks,
             verbose=verbose,
             shuffle=False,  # the dataset reshuffles itself every epoch
         )
-        model.save(staging / "model.keras")
+        model.save(staging / "model.keras")  # on every worker, as tf.distribute asks
+        if not chief:
+            shutil.rmtree(staging, ignore_errors=True)
+            return None
 
         metrics = {"epochs": recipe["train"]["epochs"]}
         num_samples = recipe["evaluate"]["num_samples"]

@@ -1,0 +1,422 @@
+"""SavedModel export for TF Serving: every family, numbers in a fresh process, saved_model_cli,
+bad requests, versions and atomicity, the CLI, the shipped model and the load test."""
+
+import hashlib
+import importlib.util
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from vae_zoo import cli, evaluate, export
+from vae_zoo.models import ConditionalVAE, ConvVAE, DenseVAE, DiscreteVAE, FullyConvVAE
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = ROOT / "saved_models" / "mnist_dense"
+BATCH = 4
+K = 7  # importance samples: several chunks with the small chunk budget below
+ALL_SIGNATURES = {"encode", "decode", "reconstruct", "sample", "log_likelihood", "serving_default"}
+
+
+def tiny_models():
+    """One small model per family, with a variety of heads and priors."""
+    return {
+        "dense": DenseVAE((4, 4, 1), 2, hidden_units=(8,), posterior="full_covariance_gaussian", seed=0),
+        "conv": ConvVAE((8, 8, 1), 3, filters=(4,), kernel_sizes=(3,), strides=(2,),
+                        dense_units=(8,), likelihood="gaussian_learned_scale", seed=0),
+        "fully_conv": FullyConvVAE((8, 8, 1), 2, filters=(4,), kernel_sizes=(3,), strides=(2,),
+                                   prior="spatial_autoregressive", seed=0),
+        "conditional": ConditionalVAE((4, 4, 1), 2, num_classes=3, hidden_units=(8,),
+                                      prior={"name": "conditional_gaussian", "hidden_units": [4]},
+                                      seed=0),
+        "discrete": DiscreteVAE((6,), num_latents=2, num_categories=3, hidden_units=(8,), seed=0),
+    }
+
+
+def inputs_for(model, rng):
+    """Request inputs of every signature, as numpy arrays keyed `signature/input`."""
+    x = (rng.random((BATCH, *model.data_shape)) < 0.5).astype(np.float32)
+    y = rng.integers(0, 3, BATCH).astype(np.int32) if model.conditional else None
+    z = np.asarray(model.encode(x, y).sample(seed=[1, 2]), np.float32)  # one-hot for discrete
+    feeds = {"encode": {"x": x}, "decode": {"z": z}, "reconstruct": {"x": x},
+             "serving_default": {"x": x},
+             "sample": {"num_samples": np.int32(3), "seed": np.int32(5)},
+             "log_likelihood": {"x": x, "num_samples": np.int32(K), "seed": np.int32(9)}}
+    if y is not None:
+        for name, feed in feeds.items():
+            feed["label"] = np.int32(2) if name == "sample" else y
+    return feeds
+
+
+def in_memory(model, feeds):
+    """What the exported signatures must return, from the Keras model itself."""
+    y = feeds["encode"].get("label")
+    x = feeds["encode"]["x"]
+    q = model.encode(x, y)
+    p = model.decode(feeds["decode"]["z"], y)
+    inner = p.distribution
+    params = {"logits": inner.logits} if hasattr(inner, "logits") else {
+        "loc": inner.loc, "scale": np.broadcast_to(inner.scale, inner.loc.shape)}
+    if model.conditional:
+        samples = model.sample(3, y=2, seed=5)
+    else:
+        samples = model.sample(3, seed=5)
+    reconstruction = model.reconstruct(x, y)
+    return {
+        "encode": {"mean": q.mean(), "stddev": q.stddev()},
+        "decode": {"mean": p.mean(), **params},
+        "reconstruct": {"reconstruction": reconstruction},
+        "serving_default": {"reconstruction": reconstruction},
+        "sample": {"samples": samples},
+        "log_likelihood": {"log_likelihood": evaluate.log_likelihood(model, x, K, seed=9, y=y)},
+    }
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """`{family: (model, version folder, feeds, expected outputs)}`."""
+    root = tmp_path_factory.mktemp("exports")
+    rng = np.random.default_rng(0)
+    result = {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(evaluate, "DEFAULT_MAX_ELEMENTS", 100)  # several chunks of samples
+        for family, model in tiny_models().items():
+            folder = export.export_for_serving(model, root / family)
+            feeds = inputs_for(model, rng)
+            result[family] = (model, folder, feeds, in_memory(model, feeds))
+    return result
+
+
+FRESH_PROCESS = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+
+    feeds = np.load(sys.argv[1])
+    folders = json.loads(sys.argv[2])
+    out, specs = {}, {}
+    for family, folder in folders.items():
+        loaded = tf.saved_model.load(folder)
+        specs[family] = {}
+        for name, fn in loaded.signatures.items():
+            inputs = {k.split("/")[2]: tf.constant(feeds[k]) for k in feeds.files
+                      if k.startswith(f"{family}/{name}/")}
+            for key, value in fn(**inputs).items():
+                out[f"{family}/{name}/{key}"] = value.numpy()
+            specs[family][name] = {
+                "inputs": {k: [s.shape.as_list(), s.dtype.name]
+                           for k, s in fn.structured_input_signature[1].items()},
+                "outputs": {k: [s.shape.as_list(), s.dtype.name]
+                            for k, s in fn.structured_outputs.items()},
+            }
+    np.savez(sys.argv[3], **out)
+    print(json.dumps(specs))
+""")
+
+
+@pytest.fixture(scope="module")
+def fresh(exported, tmp_path_factory):
+    """Every signature of every export, called in a new Python process."""
+    work = tmp_path_factory.mktemp("fresh")
+    feeds = {f"{family}/{name}/{key}": value for family, (_, _, f, _) in exported.items()
+             for name, inputs in f.items() for key, value in inputs.items()}
+    np.savez(work / "feeds.npz", **feeds)
+    folders = {family: str(folder) for family, (_, folder, _, _) in exported.items()}
+    script = work / "load.py"
+    script.write_text(FRESH_PROCESS)
+    done = subprocess.run(
+        [sys.executable, str(script), str(work / "feeds.npz"), json.dumps(folders), str(work / "out.npz")],
+        capture_output=True, text=True, timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    with np.load(work / "out.npz") as out:
+        return {key: out[key] for key in out.files}, json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("family", ["dense", "conv", "fully_conv", "conditional", "discrete"])
+def test_fresh_process_matches_in_memory_model(family, exported, fresh):
+    _, _, _, expected = exported[family]
+    outputs, _ = fresh
+    assert {key.split("/")[1] for key in outputs if key.startswith(f"{family}/")} == ALL_SIGNATURES
+    for name, values in expected.items():
+        got = {key.split("/")[2] for key in outputs if key.startswith(f"{family}/{name}/")}
+        assert got == set(values), (name, got)
+        for key, value in values.items():
+            np.testing.assert_allclose(
+                outputs[f"{family}/{name}/{key}"], np.asarray(value), rtol=1e-5, atol=1e-5,
+                err_msg=f"{family} {name} {key}",
+            )
+
+
+def test_signatures_have_fixed_specs_and_a_batch_dimension(exported, fresh):
+    _, specs = fresh
+    for family, (model, _, _, _) in exported.items():
+        signatures = specs[family]
+        assert set(signatures) == ALL_SIGNATURES
+        assert signatures["serving_default"] == signatures["reconstruct"]
+        for name, spec in signatures.items():
+            for key, (shape, dtype) in spec["inputs"].items():
+                if key in ("num_samples", "seed") or (name == "sample" and key == "label"):
+                    assert (shape, dtype) == ([], "int32"), (family, name, key)
+                else:  # data: a leading batch dimension of None, the rest fixed
+                    assert shape[0] is None and None not in shape[1:], (family, name, key)
+            for key, (shape, dtype) in spec["outputs"].items():
+                assert shape[0] is None and dtype == "float32", (family, name, key)
+        data = [None, *model.data_shape]
+        assert signatures["encode"]["inputs"]["x"] == [data, "float32"]
+        assert signatures["decode"]["inputs"]["z"] == [[None, *model.latent_shape], "float32"]
+        assert signatures["encode"]["outputs"]["mean"][0] == [None, *model.latent_shape]
+        assert signatures["reconstruct"]["outputs"]["reconstruction"] == [data, "float32"]
+        label = {"label": [[None], "int32"]} if model.conditional else {}
+        assert signatures["encode"]["inputs"] == {"x": [data, "float32"], **label}
+        assert set(signatures["log_likelihood"]["inputs"]) == {"x", "num_samples", "seed", *label}
+        assert set(signatures["sample"]["inputs"]) == {"num_samples", "seed", *label}
+    assert set(specs["conv"]["decode"]["outputs"]) == {"mean", "loc", "scale"}
+    assert set(specs["dense"]["decode"]["outputs"]) == {"mean", "logits"}
+
+
+def test_saved_model_cli_lists_every_signature(exported):
+    runs = {
+        family: subprocess.Popen(
+            [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "show",
+             "--dir", str(folder), "--all"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )
+        for family, (_, folder, _, _) in exported.items() if family in ("dense", "conditional")
+    }
+    for family, process in runs.items():
+        text, _ = process.communicate(timeout=120)
+        assert process.returncode == 0
+        for name in ALL_SIGNATURES:
+            assert f"signature_def['{name}']" in text, (family, name)
+        assert "inputs['num_samples'] tensor_info" in text and "outputs['log_likelihood']" in text
+        assert "shape: (-1, 4, 4, 1)" in text  # x with a batch dimension of None
+        assert ("inputs['label'] tensor_info" in text) == (family == "conditional")
+        assert "Method name is: tensorflow/serving/predict" in text
+
+
+def test_metadata_records_the_model(exported):
+    model, folder, _, _ = exported["conditional"]
+    info = export.metadata(folder)
+    assert info["family"] == "conditional" and info["condition"] == {"name": "label", "size": 3}
+    assert info["input_shape"] == [4, 4, 1] and info["latent_shape"] == [2]
+    assert info["config"] == json.loads(json.dumps(model.get_config()))
+    assert set(info["signatures"]) == ALL_SIGNATURES
+    assert info["signatures"]["sample"]["inputs"]["label"] == {"dtype": "int32", "shape": []}
+
+
+def test_bad_requests_are_clear_errors(exported):
+    _, folder, feeds, _ = exported["conditional"]
+    signatures = tf.saved_model.load(str(folder)).signatures
+    x, y = feeds["encode"]["x"], feeds["encode"]["label"]
+    # A tensor of the wrong shape reaches the graph (as in TF Serving): the graph checks it.
+    expected = r"Shape of tensor x \[4,5\] is not compatible with expected shape \[\?,4,4,1\]"
+    with pytest.raises(tf.errors.InvalidArgumentError, match=expected):
+        signatures["encode"](x=tf.zeros((4, 5)), label=tf.constant(y))
+    # From numpy, Python's signature binding refuses it first.
+    with pytest.raises(TypeError, match=r"Can not cast TensorSpec\(shape=\(4, 5\).*shape=\(None, 4, 4, 1\)"):
+        signatures["encode"](x=np.zeros((4, 5), np.float32), label=y)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="float tensor but is a double"):
+        signatures["encode"](x=tf.constant(x, tf.float64), label=tf.constant(y))
+    with pytest.raises(TypeError, match="missing a required argument: 'label'"):
+        signatures["reconstruct"](x=tf.constant(x))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"labels must lie in \[0, 3\)"):
+        signatures["encode"](x=tf.constant(x), label=tf.constant([0, 1, 2, 3]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="label must have one row per example"):
+        signatures["encode"](x=tf.constant(x), label=tf.constant([0, 1]))
+    for n in (0, export.DEFAULT_MAX_SAMPLES + 1):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="num_samples must be between 1 and"):
+            signatures["sample"](num_samples=tf.constant(n), seed=tf.constant(0), label=tf.constant(1))
+    # The model still answers after the bad requests.
+    assert signatures["encode"](x=tf.constant(x), label=tf.constant(y))["mean"].shape == (4, 2)
+
+
+def test_model_conditioned_on_vectors(tmp_path):
+    model = ConditionalVAE((6,), 2, condition_dim=3, hidden_units=(8,), seed=0)
+    signatures = tf.saved_model.load(str(export.export_for_serving(model, tmp_path / "v"))).signatures
+    assert signatures["encode"].structured_input_signature[1]["condition"].shape.as_list() == [None, 3]
+    rng = np.random.default_rng(1)
+    x = (rng.random((2, 6)) < 0.5).astype(np.float32)
+    c = rng.random((2, 3)).astype(np.float32)
+    out = signatures["encode"](x=tf.constant(x), condition=tf.constant(c))
+    np.testing.assert_allclose(out["mean"], model.encode(x, c).mean(), atol=1e-6)
+    samples = signatures["sample"](
+        num_samples=tf.constant(2), seed=tf.constant(4), condition=tf.constant(c[0])
+    )
+    np.testing.assert_allclose(samples["samples"], model.sample(2, y=c[0], seed=4), atol=1e-6)
+
+
+def test_likelihood_parameters_of_every_head():
+    from vae_zoo import heads
+
+    expected = {"bernoulli": {"logits": ()}, "gaussian": {"loc": (), "scale": ()},
+                "gaussian_learned_scale": {"loc": (), "scale": ()},
+                "gaussian_per_pixel": {"loc": (), "scale": ()},
+                "categorical_256": {"logits": (256,)},
+                "discretized_logistic_mixture": {"logits": (5,), "loc": (5,), "scale": (5,)}}
+    assert set(expected) == set(heads.LIKELIHOODS.names()) == set(export.LIKELIHOOD_PARAMETERS)
+    for name, shapes in expected.items():
+        head = heads.LIKELIHOODS.build(name)
+        p = head(tf.random.stateless_normal((3, *head.params_shape((2, 2, 1))), [0, 0]))
+        params = export.likelihood_parameters(p)
+        assert tuple(params) == export.LIKELIHOOD_PARAMETERS[name]
+        assert {k: tuple(v.shape) for k, v in params.items()} == {
+            k: (3, 2, 2, 1, *tail) for k, tail in shapes.items()}
+        if name == "gaussian_learned_scale":  # one shared scale, broadcast to the batch
+            np.testing.assert_allclose(params["scale"], np.full((3, 2, 2, 1), float(head.scale)))
+
+
+def file_hashes(folder):
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def small():
+    return DenseVAE((3,), 1, hidden_units=(4,), seed=0)
+
+
+def test_versions_are_numbered_and_never_replaced(small, tmp_path, monkeypatch):
+    base = tmp_path / "m"
+    (base / "notes").mkdir(parents=True)  # not an integer: not a version
+    assert export.export_for_serving(small, base) == base / "1"
+    assert export.export_for_serving(small, base) == base / "2"
+    before = file_hashes(base / "2")
+    with pytest.raises(FileExistsError, match="already exists; versions are never replaced"):
+        export.export_for_serving(small, base, version=2)
+    assert file_hashes(base / "2") == before
+    assert export.export_for_serving(small, base, version=7) == base / "7"
+    assert export.next_version(base) == 8 and export.versions(base) == [1, 2, 7]
+    assert export.find_export(base) == base / "7" and export.find_export(base / "2") == base / "2"
+    for bad in (0, -1, "3", 1.5, True):
+        with pytest.raises(ValueError, match="version must be a positive integer"):
+            export.export_for_serving(small, base, version=bad)
+    assert sorted(p.name for p in base.iterdir()) == ["1", "2", "7", "notes"]
+    # Another export took the next number meanwhile: this one takes the one after.
+    monkeypatch.setattr(export, "next_version", lambda base_dir: 2)
+    assert export.export_for_serving(small, base) == base / "3"
+    assert file_hashes(base / "2") == before
+
+
+@pytest.mark.parametrize("crash_in", ["saved_model.save", "metadata"])
+def test_crash_mid_export_leaves_no_version(crash_in, small, tmp_path, monkeypatch):
+    base = tmp_path / "m"
+    export.export_for_serving(small, base)
+    before = file_hashes(base)
+
+    def crash(*args, **kwargs):
+        if crash_in == "saved_model.save":
+            save(*args, **kwargs)  # a whole SavedModel written, then the crash
+        raise RuntimeError("simulated crash")
+
+    save = tf.saved_model.save
+    if crash_in == "saved_model.save":
+        monkeypatch.setattr(tf.saved_model, "save", crash)
+    else:
+        monkeypatch.setattr(export, "_fsync_tree", crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        export.export_for_serving(small, base)
+    assert [p.name for p in base.iterdir()] == ["1"]  # no version 2, no staging left
+    assert file_hashes(base) == before
+
+
+HARD_CRASH = textwrap.dedent("""
+    import os, sys
+    from vae_zoo import export
+    from vae_zoo.models import DenseVAE
+
+    export._fsync_tree = lambda folder: os._exit(17)  # killed just before the rename
+    export.export_for_serving(DenseVAE((3,), 1, hidden_units=(4,), seed=0), sys.argv[1])
+""")
+
+
+def test_killed_export_leaves_only_ignored_staging(small, tmp_path):
+    base = tmp_path / "m"
+    done = subprocess.run([sys.executable, "-c", HARD_CRASH, str(base)], capture_output=True,
+                          timeout=120)
+    assert done.returncode == 17, done.stderr.decode()[-2000:]
+    leftovers = list(base.iterdir())
+    assert len(leftovers) == 1 and leftovers[0].name.startswith(export.STAGING_PREFIX)
+    assert export.versions(base) == [] and export.find_export(base) is None  # TF Serving: no version
+    assert export.export_for_serving(small, base) == base / "1"  # and the leftover is cleaned up
+    assert [p.name for p in base.iterdir()] == ["1"]
+
+
+def test_cli_export_and_sample(exported, tmp_path, capsys):
+    model, _, _, _ = exported["conditional"]
+    keras_file = tmp_path / "cvae.keras"
+    model.save(keras_file)
+    root = tmp_path / "served"
+    assert cli.main(["export", str(keras_file), "--name", "cvae", "--root", str(root)]) == 0
+    assert f"exported {root / 'cvae' / '1'}" in capsys.readouterr().out
+    again = ["export", str(keras_file), "--name", "cvae", "--root", str(root), "--version", "1"]
+    assert cli.main(again) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("vae-zoo: error:") and "already exists" in err[0]
+    assert cli.main(["export", str(keras_file), "--name", "../x", "--root", str(root)]) == 2
+    assert "--name must be a plain folder name" in capsys.readouterr().err
+
+    png = tmp_path / "threes.png"
+    args = ["sample", str(root / "cvae"), "--label", "2", "-n", "4", "--output", str(png)]
+    assert cli.main(args) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    images, columns = export.sample_grid(root / "cvae", 6, seed=0)  # one row per class
+    assert images.shape == (6, 4, 4, 1) and columns == 2
+    np.testing.assert_allclose(export.sample_grid(root / "cvae" / "1", 2, label=1, seed=3)[0],
+                               model.sample(2, y=1, seed=3), atol=1e-5)
+    assert cli.main(["sample", str(root / "cvae"), "--label", "5"]) == 2
+    assert "labels must lie in [0, 3), got label 5" in capsys.readouterr().err
+
+
+def test_shipped_model_serves_the_readme_example():
+    folder = export.find_export(SHIPPED)
+    assert folder == SHIPPED / "1"
+    info = export.metadata(folder)
+    assert info["family"] == "dense" and info["input_shape"] == [28, 28, 1]
+    examples = ROOT / "saved_models" / "examples"
+    signatures = tf.saved_model.load(str(folder)).signatures
+
+    request = json.loads((examples / "encode_request.json").read_text())
+    response = json.loads((examples / "encode_response.json").read_text())
+    x = np.array([row["x"] for row in request["instances"]], np.float32)
+    assert x.shape == (1, 28, 28, 1) and set(np.unique(x)) <= {0.0, 1.0}
+    out = signatures[request["signature_name"]](x=tf.constant(x))
+    for key in ("mean", "stddev"):
+        np.testing.assert_allclose(out[key][0], response["predictions"][0][key], rtol=1e-6)
+
+    request = json.loads((examples / "log_likelihood_request.json").read_text())
+    response = json.loads((examples / "log_likelihood_response.json").read_text())
+    inputs = {k: tf.constant(v, tf.float32 if k == "x" else tf.int32) for k, v in request["inputs"].items()}
+    out = signatures["log_likelihood"](**inputs)["log_likelihood"]
+    np.testing.assert_allclose(out, response["outputs"], rtol=1e-6)
+
+
+def test_shipped_model_samples_with_no_training(tmp_path):
+    png = tmp_path / "shipped.png"
+    assert cli.main(["sample", str(SHIPPED), "-n", "9", "--output", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import keras
+
+    model = keras.models.load_model(ROOT / "saved_models" / "mnist_dense.keras")
+    assert getattr(model, "optimizer", None) is None  # no optimizer state: stays small
+    np.testing.assert_allclose(export.sample_grid(SHIPPED, 4, seed=1)[0], model.sample(4, seed=1),
+                               atol=1e-5)
+    total = sum(p.stat().st_size for p in (ROOT / "saved_models").rglob("*") if p.is_file())
+    assert total < 5 * 2**20
+
+
+def test_serving_load_benchmark_small(exported):
+    spec = importlib.util.spec_from_file_location("serving_load", ROOT / "benchmarks" / "serving_load.py")
+    serving_load = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(serving_load)
+    for family in ("conditional", "discrete"):
+        result = serving_load.run(exported[family][1], threads=2, requests=5, batch=3, num_samples=4)
+        assert result["requests"] == 10 and set(result["per_signature"]) == set(serving_load.MIX)
+        assert result["errors"] == 0, result["error_examples"]
+        assert result["mismatches"] == 0
+        assert result["p99_ms"] >= result["p50_ms"] > 0

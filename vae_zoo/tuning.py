@@ -1,0 +1,499 @@
+"""keras-tuner searches over β, latent size, learning rate and hidden width.
+
+A recipe's `[tune]` section declares the search space and how to search it:
+
+```toml
+[tune]
+tuner = "hyperband"          # "random", "bayesian" (needs scikit-learn) or "hyperband"
+objective = "elbo"           # validation ELBO, or "log_likelihood" (IW bound, num_samples K)
+max_trials = 12              # random and bayesian
+epochs = 10                  # per trial (Hyperband: the most any trial gets)
+validation_fraction = 0.1    # held out of the training split; 0: select on the test split
+beta = {min = 0.1, max = 4.0, sampling = "log"}
+latent_dim = [8, 16, 32, 64]
+learning_rate = {min = 3e-4, max = 3e-3, sampling = "log"}
+hidden_width = [128, 256, 512]
+```
+
+Each hyperparameter is a list of values (`hp.Choice`) or a range table
+`{min, max, sampling = "linear" | "log" | "reverse_log", step}` (`hp.Float`, or
+`hp.Int` for latent_dim and hidden_width); left out, the recipe's value is used.
+`hidden_width` is the width of the first hidden layer; the others keep their ratio to
+it (hidden_units [512, 256] at width 128 become [128, 64]). The objective is maximized.
+
+`VAEHyperModel(recipe)` is the `keras_tuner.HyperModel`: `build(hp)` builds and
+compiles the recipe's model with the trial's values (models create their variables in
+`__init__`, so keras-tuner can checkpoint them at once), `fit` trains it on the
+recipe's data under the recipe's strategy. `search(recipe, output)` runs the whole
+search and writes the best model; `vae-zoo tune` is its command line.
+
+Distributed tuning uses keras-tuner's own protocol: one process with
+`KERASTUNER_TUNER_ID=chief` runs the oracle at `KERASTUNER_ORACLE_IP:PORT`; workers with
+other ids (`tuner0`, `tuner1`, ...) ask it for trials, train them and report each
+result once. All processes run `search` with the same recipe and the same (shared)
+output folder; the chief writes the best model when every trial has ended.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import keras
+import keras_tuner
+import numpy as np
+
+from vae_zoo import data, distribute, evaluate, recipes, runs
+from vae_zoo.callbacks import KLAnnealing
+
+OBJECTIVE_METRICS = {"elbo": "val_elbo", "log_likelihood": "val_log_likelihood"}
+PROJECT = "search"  # keras-tuner's project folder inside the output folder
+
+
+# ------------------------------------------------------------------------- recipes
+
+
+def objective(recipe) -> keras_tuner.Objective:
+    """The keras-tuner objective of a recipe's [tune] section (always maximized)."""
+    return keras_tuner.Objective(OBJECTIVE_METRICS[recipe["tune"]["objective"]], direction="max")
+
+
+def search_space(recipe) -> dict:
+    """The declared hyperparameters: name → list of values or range table."""
+    return {name: spec for name in recipes.TUNABLE
+            if (spec := recipe["tune"][name]) is not None}
+
+
+def _scaled_widths(widths, width):
+    """Layer widths with the first set to `width` and the others kept in proportion."""
+    widths = [int(w) for w in widths]
+    return [max(1, round(w * width / widths[0])) for w in widths]
+
+
+def apply(recipe, values) -> dict:
+    """A copy of `recipe` with hyperparameter values set, validated.
+
+    Args:
+        recipe: a validated recipe.
+        values: hyperparameter name → value (`beta`, `latent_dim`, `learning_rate`,
+            `hidden_width`); other names (keras-tuner's `tuner/...`) are ignored.
+    """
+    changed = copy.deepcopy(recipe)
+    for name, value in values.items():
+        if name not in recipes.TUNABLE:
+            continue
+        (section, key), integer, _, _ = recipes.TUNABLE[name]
+        value = int(value) if integer else float(value)
+        if name == "hidden_width":
+            key = recipes.hidden_layers_key(recipe)
+            value = _scaled_widths(recipes.model_value(recipe, key), value)
+        changed[section][key] = value
+    name = changed.pop("name", recipe.get("name"))
+    changed = recipes.validate(changed)
+    changed["name"] = name
+    return changed
+
+
+def _toml(value) -> str:
+    """A TOML literal for a number or a list of numbers (6 significant digits)."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_toml(v) for v in value) + "]"
+    if isinstance(value, float):
+        text = f"{value:.6g}"
+        return text if any(c in text for c in ".en") else text + ".0"
+    return json.dumps(value)
+
+
+def overrides(recipe, values) -> list[str]:
+    """`section.key=value` overrides (for `vae-zoo train --set`) that turn `recipe`
+    into `apply(recipe, values)`."""
+    changed = apply(recipe, values)
+    result = []
+    for name in values:
+        if name not in recipes.TUNABLE:
+            continue
+        (section, key), _, _, _ = recipes.TUNABLE[name]
+        key = key or recipes.hidden_layers_key(recipe)
+        result.append(f"{section}.{key}={_toml(changed[section][key])}")
+    return result
+
+
+# ------------------------------------------------------------------------- data
+
+
+def _split(recipe, replicas):
+    """(train, validation) datasets for the search, batched by the global batch.
+
+    With `tune.validation_fraction` f > 0 the last f of a seeded permutation of the
+    training split is held out (TFDS datasets: the split's last f percent), so the
+    search never sees the test split; with f = 0 it selects on the test split.
+    """
+    d = recipe["data"]
+    fraction = recipe["tune"]["validation_fraction"]
+    if fraction == 0:
+        return recipes.build_datasets(recipe, replicas=replicas)
+    conditional = recipes.is_conditional(recipe)
+    batch_size = d["batch_size"] * replicas
+    if d["dataset"] == "mnist_sample":  # in memory: hold out a seeded random subset
+        x, y = data.load_arrays(d["dataset"], d["train_split"], d["image_size"])
+        order = np.random.default_rng(d["seed"]).permutation(len(x))
+        held = max(1, int(round(fraction * len(x))))
+        train_idx, val_idx = order[:-held], order[-held:]
+        train = data.make_dataset(
+            x[train_idx], y[train_idx] if conditional else None, batch_size=batch_size,
+            shuffle=True, binarize=d["binarize"], seed=d["seed"],
+        )
+        validation = data.make_dataset(
+            x[val_idx], y[val_idx], batch_size=batch_size, shuffle=False,
+            binarize="none" if d["binarize"] == "none" else "static", seed=d["seed"] + 1,
+        )
+        return train, validation
+    if "[" in d["train_split"]:
+        raise ValueError(
+            f"tune.validation_fraction needs a whole training split, not data.train_split = "
+            f"{d['train_split']!r}; set tune.validation_fraction = 0 and data.test_split "
+            "to your validation slice instead"
+        )
+    percent = f"{100 * (1 - fraction):g}"
+    held_out = copy.deepcopy(recipe)
+    held_out["data"]["train_split"] = f"{d['train_split']}[:{percent}%]"
+    held_out["data"]["test_split"] = f"{d['train_split']}[{percent}%:]"
+    return recipes.build_datasets(held_out, replicas=replicas)
+
+
+# ------------------------------------------------------------------------- hypermodel
+
+
+class IWLogLikelihood(keras.callbacks.Callback):
+    """Adds the importance-weighted log-likelihood of held-out data to the epoch logs.
+
+    At the end of every epoch, `logs[name]` = mean over `x` of
+    `vae_zoo.evaluate.log_likelihood(model, x, num_samples)` (nats), so keras-tuner can
+    use it as an objective and the history records it.
+
+    Args:
+        x: held-out data `[N, *input_shape]`; y: its conditioning for conditional models.
+        num_samples: K, importance samples per example.
+        seed: int, the same K samples every epoch.
+        name: the log key.
+    """
+
+    def __init__(self, x, y=None, num_samples=100, seed=0, name="val_log_likelihood"):
+        super().__init__()
+        self.x, self.y = x, y
+        self.num_samples, self.seed, self.name = int(num_samples), int(seed), name
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            ll = evaluate.log_likelihood(self.model, self.x, num_samples=self.num_samples,
+                                         seed=self.seed, y=self.y)
+            logs[self.name] = float(np.mean(ll))
+
+
+class VAEHyperModel(keras_tuner.HyperModel):
+    """The keras-tuner HyperModel of a recipe with a `[tune]` search space.
+
+    Args:
+        recipe: a validated recipe (`vae_zoo.recipes.load`) whose [tune] section
+            declares at least one hyperparameter.
+
+    Example:
+    ```python
+    recipe = vae_zoo.recipes.load("tune_mnist_dense")
+    tuner = keras_tuner.RandomSearch(VAEHyperModel(recipe), objective=objective(recipe),
+                                     max_trials=5, directory="tuning")
+    tuner.search()
+    ```
+    """
+
+    def __init__(self, recipe):
+        super().__init__(name=recipe.get("name"), tunable=True)
+        self.recipe = recipe
+        self.space = search_space(recipe)
+        if not self.space:
+            raise ValueError(
+                f"recipe {recipe.get('name')!r} declares no search space: set at least one of "
+                + ", ".join(f"tune.{name}" for name in recipes.TUNABLE)
+            )
+        self._data = {}  # replicas → (train, validation, x_val, y_val)
+
+    def declare_hyperparameters(self, hp):
+        self.values(hp)
+
+    def values(self, hp) -> dict:
+        """Declare the search space in `hp`; returns this trial's value of each."""
+        chosen = {}
+        for name, spec in self.space.items():
+            integer = recipes.TUNABLE[name][1]
+            if isinstance(spec, list):
+                chosen[name] = hp.Choice(name, [int(v) if integer else float(v) for v in spec])
+                continue
+            kind, number = (hp.Int, int) if integer else (hp.Float, float)
+            chosen[name] = kind(name, number(spec["min"]), number(spec["max"]),
+                                step=spec.get("step"), sampling=spec.get("sampling", "linear"))
+        return chosen
+
+    def recipe_for(self, hp) -> dict:
+        """The recipe with this trial's hyperparameter values."""
+        return apply(self.recipe, self.values(hp))
+
+    def build(self, hp):
+        recipe = self.recipe_for(hp)
+        keras.utils.set_random_seed(recipe["train"]["seed"])
+        model = recipes.compile_model(recipes.build_model(recipe), recipe)
+        # Optimizer variables now, like the model's own: keras-tuner's checkpoints then
+        # restore the optimizer state too (Hyperband continues trials from them).
+        model.optimizer.build(model.trainable_variables)
+        return distribute.prepare_model(model, model.distribute_strategy)
+
+    def datasets(self, replicas=1):
+        """`(train, validation, x_val, y_val)`: the search's data (see `_split`), and
+        the first `tune.examples` validation examples as arrays (for the IW objective)."""
+        if replicas not in self._data:
+            train, validation = _split(self.recipe, replicas)
+            x_val, labels = runs.first_examples(validation, self.recipe["tune"]["examples"])
+            conditional = recipes.is_conditional(self.recipe)
+            self._data[replicas] = (train, validation, x_val, labels if conditional else None)
+        return self._data[replicas]
+
+    def fit(self, hp, model, *args, epochs=None, initial_epoch=0, callbacks=None,
+            verbose="auto", **kwargs):
+        recipe = self.recipe_for(hp)
+        strategy = model.distribute_strategy
+        train, validation, x_val, y_val = self.datasets(distribute.num_replicas(strategy))
+        own = recipes.build_callbacks(recipe)
+        steps = int(train.cardinality())
+        for callback in own:
+            if isinstance(callback, KLAnnealing) and initial_epoch and steps > 0:
+                # Hyperband resumes a trial at `initial_epoch`: continue its β schedule.
+                callback.epoch_start = initial_epoch * steps
+        if recipe["tune"]["objective"] == "log_likelihood":
+            own.append(IWLogLikelihood(x_val, y_val, recipe["tune"]["num_samples"],
+                                       seed=recipe["tune"]["seed"]))
+        return model.fit(
+            distribute.shard(train),
+            validation_data=distribute.shard(runs.model_inputs(validation, model)),
+            epochs=epochs or recipe["tune"]["epochs"] or recipe["train"]["epochs"],
+            initial_epoch=initial_epoch,
+            callbacks=own + list(callbacks or []),  # ours first: they add the objective
+            verbose=verbose,
+            shuffle=False,
+        )
+
+
+# ------------------------------------------------------------------------- tuners
+
+
+class _Reporting:
+    """Tuner mixin: prints one line per finished trial and records it in `reported`."""
+
+    report = True
+
+    def run_trial(self, trial, *args, **kwargs):
+        results = super().run_trial(trial, *args, **kwargs)
+        name = self.oracle.objective.name
+        values = [max(h.history[name]) for h in results
+                  if isinstance(h, keras.callbacks.History) and h.history.get(name)]
+        self.__dict__.setdefault("_scores", {})[trial.trial_id] = (
+            float(np.mean(values)) if values else None
+        )
+        return results
+
+    def on_trial_end(self, trial):
+        super().on_trial_end(trial)
+        score = self.__dict__.get("_scores", {}).get(trial.trial_id)
+        entry = {"trial_id": trial.trial_id, "tuner_id": self.tuner_id,
+                 "status": str(trial.status), "score": score}
+        self.__dict__.setdefault("reported", []).append(entry)
+        if self.report:
+            shown = "failed" if score is None else f"{self.oracle.objective.name} = {score:.3f}"
+            values = _shown_values(trial.hyperparameters.values)
+            print(f"trial {trial.trial_id} {entry['status']} by {self.tuner_id}: {shown} "
+                  f"({values})", flush=True)
+            if trial.status != "COMPLETED" and trial.message:
+                print("  " + trial.message.strip().splitlines()[-1], flush=True)
+
+
+class RandomSearch(_Reporting, keras_tuner.RandomSearch):
+    pass
+
+
+class BayesianOptimization(_Reporting, keras_tuner.BayesianOptimization):
+    pass
+
+
+class Hyperband(_Reporting, keras_tuner.Hyperband):
+    pass
+
+
+TUNERS = {"random": RandomSearch, "bayesian": BayesianOptimization, "hyperband": Hyperband}
+
+
+def _shown_values(values) -> str:
+    parts = []
+    for name, value in values.items():
+        if name in recipes.TUNABLE:
+            parts.append(f"{name}={value:.4g}" if isinstance(value, float) else f"{name}={value}")
+    return ", ".join(parts)
+
+
+def role() -> str | None:
+    """This process's part in distributed tuning: "chief", "worker", or None (alone),
+    from keras-tuner's KERASTUNER_TUNER_ID / KERASTUNER_ORACLE_IP / _PORT variables."""
+    if not os.environ.get("KERASTUNER_ORACLE_IP"):
+        return None
+    missing = [v for v in ("KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID")
+               if not os.environ.get(v)]
+    if missing:
+        raise ValueError("distributed tuning: KERASTUNER_ORACLE_IP is set but not "
+                         + " or ".join(missing))
+    return "chief" if "chief" in os.environ["KERASTUNER_TUNER_ID"] else "worker"
+
+
+def build_tuner(recipe, directory, overwrite=False, strategy=None, report=True):
+    """The keras-tuner tuner `tune.tuner` names, over `VAEHyperModel(recipe)`.
+
+    Args:
+        recipe: a validated recipe with a search space.
+        directory: folder for keras-tuner's project (`<directory>/search`).
+        overwrite: start a new search rather than resume the one in `directory`.
+        strategy: a single-worker `tf.distribute.Strategy` each trial runs under
+            (default: the recipe's `train.strategy`).
+        report: print one line per finished trial.
+    """
+    tune = recipe["tune"]
+    if strategy is None:
+        strategy = distribute.strategy_for(recipe["train"]["strategy"])
+    if distribute.is_multi_worker(strategy):
+        raise ValueError(
+            "tuning runs each trial on one machine (train.strategy one_device or mirrored); "
+            "to tune on several machines, use distributed tuning (KERASTUNER_* variables)"
+        )
+    common = dict(
+        objective=objective(recipe),
+        seed=tune["seed"],
+        executions_per_trial=tune["executions_per_trial"],
+        distribution_strategy=strategy if distribute.num_replicas(strategy) > 1 else None,
+        directory=str(directory),
+        project_name=PROJECT,
+        overwrite=overwrite,
+    )
+    hypermodel = VAEHyperModel(recipe)
+    cls = TUNERS[tune["tuner"]]
+    try:
+        if tune["tuner"] == "hyperband":
+            tuner = cls(hypermodel, max_epochs=tune["epochs"] or recipe["train"]["epochs"],
+                        factor=tune["hyperband_factor"], hyperband_iterations=1, **common)
+        else:
+            tuner = cls(hypermodel, max_trials=tune["max_trials"], **common)
+    except ImportError as error:
+        raise RuntimeError(
+            f"tune.tuner = {tune['tuner']!r}: {error} (pip install 'keras-tuner[bayesian]')"
+        ) from None
+    tuner.report = report
+    return tuner
+
+
+def trial_records(tuner) -> list[dict]:
+    """Every trial the oracle knows: id, status, score, best step, hyperparameters."""
+    records = []
+    def order(item):
+        return (0, int(item[0]), "") if item[0].isdigit() else (1, 0, item[0])
+
+    for trial_id, trial in sorted(tuner.oracle.trials.items(), key=order):
+        records.append({
+            "trial_id": trial_id,
+            "status": str(trial.status),
+            "score": None if trial.score is None else float(trial.score),
+            "best_step": trial.best_step,
+            "hyperparameters": {k: v for k, v in trial.hyperparameters.values.items()},
+        })
+    return records
+
+
+def _export(model, output):
+    """Export the best model as a TF-Serving SavedModel `output/serving/<version>/`."""
+    from vae_zoo.export import export_for_serving
+
+    return export_for_serving(model, output / "serving")
+
+
+def search(recipe, output=None, overwrite=False, verbose=1, top=3, report=True,
+           export=True) -> dict:
+    """Run the search a recipe's [tune] section describes; write the best model.
+
+    The output folder holds keras-tuner's project (`search/`), `trials.json` (every
+    trial), `recipe.json` (the recipe with the best values), `model.keras` (the best
+    trial's weights at its best epoch; `vae-zoo evaluate` and `vae-zoo sample` take
+    the folder like a run folder) and `serving/1/`, the best model exported for TF
+    Serving (`vae_zoo.export.export_for_serving`).
+
+    Under distributed tuning (`role()`), a worker runs trials and returns what it
+    reported; the chief serves the oracle until every trial has ended, then writes the
+    folder. The chief resumes a search it finds in the folder unless `overwrite`
+    (start the chief first then: it clears the folder).
+
+    Args:
+        recipe: a validated recipe with a search space.
+        output: folder (default `runs/tune-<recipe>-<timestamp>`; distributed tuning
+            needs the same folder, shared, on the chief and every worker).
+        overwrite: replace an existing folder (a new search).
+        verbose: Keras `fit` verbosity per trial, and keras-tuner's trial summaries.
+        top: how many best trials to return.
+        report: print one line per trial this process finishes.
+        export: export the best model for serving.
+
+    Returns:
+        dict: "role", "output", "objective", "best" (the `top` best trial records, with
+        "overrides" for `vae-zoo train --set`), "trials" (all), "reported" (the trials
+        this process ran), "model" (path of the best model) and "export".
+    """
+    part = role()
+    if output is None:
+        if part is not None:
+            raise ValueError(
+                "distributed tuning needs an output folder shared by the chief and workers"
+            )
+        output = Path(runs.RUNS_DIR) / f"tune-{recipe['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
+    output = Path(output)
+    if part is None and output.exists() and not overwrite:
+        raise FileExistsError(
+            f"tuning folder {output} already exists (use --overwrite to replace it)"
+        )
+    if part != "worker" and overwrite:
+        shutil.rmtree(output, ignore_errors=True)
+    output.mkdir(parents=True, exist_ok=True)
+    tuner = build_tuner(recipe, output, report=report)
+    if part == "chief":
+        print(f"chief: oracle at {os.environ['KERASTUNER_ORACLE_IP']}:"
+              f"{os.environ['KERASTUNER_ORACLE_PORT']}, waiting for workers", flush=True)
+    tuner.search(verbose=verbose)
+    result = {"role": part or "single", "output": str(output),
+              "objective": tuner.oracle.objective.name,
+              "reported": list(tuner.__dict__.get("reported", []))}
+    if part == "worker":
+        return result
+
+    trials = trial_records(tuner)
+    best = []
+    for trial in tuner.oracle.get_best_trials(top):
+        record = next(t for t in trials if t["trial_id"] == trial.trial_id)
+        best.append(dict(record, overrides=overrides(recipe, record["hyperparameters"])))
+    (output / "trials.json").write_text(json.dumps(trials, indent=2) + "\n", encoding="utf-8")
+    result.update(trials=trials, best=best, model=None, export=None)
+    if not best:
+        return result
+    best_recipe = apply(recipe, best[0]["hyperparameters"])
+    model = tuner.get_best_models(1)[0]
+    model.save(output / "model.keras")
+    (output / "recipe.json").write_text(json.dumps(best_recipe, indent=2, sort_keys=True) + "\n",
+                                        encoding="utf-8")
+    result["model"] = str(output / "model.keras")
+    if export:
+        result["export"] = str(_export(model, output))
+    return result
+
