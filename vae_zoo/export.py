@@ -295,11 +295,7 @@ def _endpoints(model, max_samples):
         if not condition:
             return {"samples": model.sample(n, seed=seed_pair)}
         y = _checked(condition[0], one_y[0])
-        ys = tf.broadcast_to(y, tf.concat([[n], tf.shape(y)], 0))  # one per sample
-        # As `ConditionalVAE.sample(n, y, seed)`, with y a tensor.
-        prior = model.prior_distribution(ys)
-        z = prior.sample(seed=seed_pair) if prior.batch_shape.rank else prior.sample(n, seed=seed_pair)
-        return {"samples": model.decode(z, ys).mean()}
+        return {"samples": model.sample(n, y=y, seed=seed_pair)}
 
     elements = math.prod(model.likelihood.params_shape(model.data_shape))
 

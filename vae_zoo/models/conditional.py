@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from vae_zoo import heads, networks, priors
@@ -321,12 +320,11 @@ class ConditionalVAE(Family):
         """
         if y is None:
             raise ValueError("ConditionalVAE.sample needs y, e.g. model.sample(8, y=3)")
-        y = np.asarray(y)
-        single_rank = 0 if self.num_classes else 1
-        if y.ndim == single_rank:
-            y = np.broadcast_to(y, (n,) + y.shape)
-        if len(y) != n:
-            raise ValueError(f"sample got {len(y)} conditions for n={n} samples")
+        y = tf.convert_to_tensor(y)
+        if y.shape.rank == (0 if self.num_classes else 1):  # one condition for all n
+            y = tf.broadcast_to(y, tf.concat([[n], tf.shape(y)], 0))
+        elif isinstance(n, int) and y.shape[0] is not None and y.shape[0] != n:
+            raise ValueError(f"sample got {y.shape[0]} conditions for n={n} samples")
         seed = self.draw_seed(seed)
         prior = self.prior_distribution(y)
         z = prior.sample(seed=seed) if prior.batch_shape.rank else prior.sample(n, seed=seed)
