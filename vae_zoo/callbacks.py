@@ -164,6 +164,9 @@ class KLAnnealing(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.steps_in_epoch = 0
+        if epoch and not self.epoch_start and self.params.get("steps"):
+            # fit resumed at `epoch` (BackupAndRestore): continue the schedule there
+            self.epoch_start = epoch * self.params["steps"]
 
     def on_train_batch_begin(self, batch, logs=None):
         # `batch` is the epoch's step index (the first step of the execution when

@@ -119,6 +119,11 @@ def _cmd_sample(args):
     exported = export.find_export(args.model)
     if exported is not None:  # a SavedModel from `vae-zoo export`: no .keras needed
         return _sample_export(args, exported)
+    present = export.versions(args.model) if Path(args.model).is_dir() else []
+    if present and not (Path(args.model) / "model.keras").exists():
+        raise FileNotFoundError(
+            f"no saved_model.pb in {Path(args.model) / str(present[-1])} (incomplete or corrupt export)"
+        )
     path = runs.resolve_model_path(args.model)
     model = runs.load_model(path)
     if not plots.is_image_shape(model.data_shape):

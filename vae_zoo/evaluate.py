@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from vae_zoo import objectives
+from vae_zoo import heads, objectives
 
 tfd = tfp.distributions
 
@@ -38,8 +38,10 @@ def _batches(x, batch_size):
         yield x[start : start + batch_size]
 
 
-def _check_inputs(model, x):
+def _check_inputs(model, x, y=None):
     x = np.asarray(x)
+    if x.ndim == 0 or len(x) == 0:
+        raise ValueError(f"no data to evaluate (got an array of shape {x.shape})")
     if x.shape[1:] != tuple(model.data_shape):
         raise ValueError(
             f"data shape {x.shape[1:]} does not match the model's input shape "
@@ -50,7 +52,22 @@ def _check_inputs(model, x):
     x = x.astype(np.float32)
     if not np.all(np.isfinite(x)):
         raise ValueError("data contains NaN or infinite values")
+    problem = heads.data_range_problem(model.likelihood, x)
+    if problem:
+        raise ValueError(f"data do not fit the model's likelihood: {problem}")
+    if y is not None:
+        _check_labels(model, x, y)
     return x
+
+
+def _check_labels(model, x, y):
+    y = np.asarray(y)
+    if len(y) != len(x):
+        raise ValueError(f"{len(y)} labels for {len(x)} examples")
+    num_classes = getattr(model, "num_classes", None)
+    if num_classes is not None and y.size and (y.min() < 0 or y.max() >= num_classes):
+        bad = y[(y < 0) | (y >= num_classes)][0]
+        raise ValueError(f"labels must lie in [0, {num_classes}), got label {bad}")
 
 
 def log_likelihood(model, x, num_samples=1000, batch_size=None, chunk_size=None, seed=0, y=None):
@@ -71,7 +88,7 @@ def log_likelihood(model, x, num_samples=1000, batch_size=None, chunk_size=None,
     """
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-    x = _check_inputs(model, x)
+    x = _check_inputs(model, x, y)
     batch_size = int(batch_size or min(len(x), 100))
     # Decoder outputs per example: the likelihood's parameters (256 per pixel for a
     # 256-way categorical), which dominate the memory of a chunk.
@@ -101,7 +118,7 @@ def log_likelihood(model, x, num_samples=1000, batch_size=None, chunk_size=None,
 
 def elbo(model, x, batch_size=None, seed=0, y=None):
     """Per-example ELBO terms on `x` (one posterior sample): dict of `[N]` numpy arrays."""
-    x = _check_inputs(model, x)
+    x = _check_inputs(model, x, y)
     batch_size = int(batch_size or min(len(x), 500))
     elbo_fn = _compiled(model, "elbo", model.elbo)
     parts = []
@@ -135,7 +152,7 @@ def posterior_statistics(model, x, y=None, batch_size=500, threshold=0.01):
         "kl_per_dim": `[d]` mean KL per latent dimension in nats, when q and p both
             factorize over dimensions (diagonal Gaussians), else None.
     """
-    x = _check_inputs(model, x)
+    x = _check_inputs(model, x, y)
     means, stddevs, kls = [], [], []
     ys = _batches(y, batch_size) if y is not None else itertools.repeat(None)
     for xb, yb in zip(_batches(x, batch_size), ys):

@@ -109,7 +109,21 @@ def metadata(export_dir) -> dict:
     file = Path(export_dir) / METADATA_PATH
     if not file.is_file():
         raise ValueError(f"{export_dir} is a SavedModel but not a vae_zoo export (no {METADATA_PATH})")
-    return json.loads(file.read_text(encoding="utf-8"))
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except ValueError:
+        raise ValueError(f"cannot read {file}: not valid JSON (corrupt export)") from None
+
+
+def load_saved_model(export_dir):
+    """`tf.saved_model.load`, with a one-line error for a corrupt or unreadable one."""
+    import tensorflow as tf
+
+    try:
+        return tf.saved_model.load(str(export_dir))
+    except Exception as error:  # DecodeError, OSError, NotFoundError, ...
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"cannot load SavedModel {export_dir}: {first}") from None
 
 
 def sample_grid(export_dir, n, label=None, seed=0):
@@ -149,7 +163,7 @@ def sample_grid(export_dir, n, label=None, seed=0):
         raise ValueError(f"this export draws at most {info['max_samples']} samples, got {n}")
     if condition is not None and label is not None and not 0 <= label < condition["size"]:
         raise ValueError(f"labels must lie in [0, {condition['size']}), got label {label}")
-    sample = tf.saved_model.load(str(export_dir)).signatures["sample"]
+    sample = load_saved_model(export_dir).signatures["sample"]
 
     def draw(count, **y):
         out = sample(num_samples=tf.constant(count, tf.int32), seed=tf.constant(seed, tf.int32), **y)

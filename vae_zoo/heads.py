@@ -594,3 +594,31 @@ class CategoricalPosterior(DistributionHead):
             tfd.RelaxedOneHotCategorical(tf.cast(temperature, tf.float32), logits=logits),
             reinterpreted_batch_ndims=logits.shape.rank - 2,
         )
+
+
+# ------------------------------------------------------------------ data range checks
+
+
+def data_range_problem(likelihood, x) -> str | None:
+    """Why data `x` (a numpy array) lies outside the support of likelihood head
+    `likelihood`, in one line, or None when it fits.
+
+    Bernoulli heads need x in {0, 1}; 8-bit heads (categorical_256,
+    discretized_logistic_mixture) need x on the grid k/255, k ∈ {0..255}; Gaussians
+    take any finite x. On such data a log-likelihood would be −inf or meaningless.
+    """
+    import numpy as np
+
+    x = np.asarray(x, dtype=np.float32)
+    if isinstance(likelihood, BernoulliLikelihood):
+        bad = (x != 0.0) & (x != 1.0)
+        if bad.any():
+            return (f"a Bernoulli likelihood needs binary data (0 or 1), got "
+                    f"{int(bad.sum())} values like {float(x[bad][0]):.4g}")
+    elif isinstance(likelihood, (Categorical256Likelihood, DiscretizedLogisticMixtureLikelihood)):
+        k = np.round(x * 255.0)
+        bad = (np.abs(x - k / 255.0) > EIGHT_BIT_ATOL) | (k < 0) | (k > 255)
+        if bad.any():
+            return (f"an 8-bit likelihood ({type(likelihood).__name__}) needs values k/255 "
+                    f"in [0, 1], got {int(bad.sum())} values like {float(x[bad][0]):.6g}")
+    return None

@@ -11,9 +11,19 @@ A run folder holds:
 - `reconstructions.png`: test inputs, each row followed by its reconstructions;
 - `metrics.json`: test ELBO, its terms, importance-weighted log-likelihood, bits/dim.
 
-The folder is written under a temporary name beside the target and renamed into place
-when complete, so an interrupted run never leaves a half-written run folder, and an
-existing folder is never replaced unless `overwrite=True`.
+The folder is written under a temporary name beside the target, `.<name>.partial`, and
+renamed into place when complete, so an interrupted run never leaves a half-written run
+folder, and an existing folder is never replaced unless `overwrite=True`.
+
+Resume: the staging name depends only on the target, and holds `backup/`, a
+`keras.callbacks.BackupAndRestore` checkpoint written atomically at the end of every
+epoch. Rerunning the same command after a crash or a kill continues from the last
+finished epoch (history.csv is cut back to the epochs the checkpoint holds, so no epoch
+is lost or counted twice); a rerun with a different recipe starts afresh. `best.keras`
+(lowest `val_loss` so far) is also kept, written atomically, and ends in the run folder.
+
+NaN safety: a batch whose loss is NaN or infinite stops training (`TrainingDiverged`, a
+`RuntimeError`), and the staging folder with the last good checkpoint is kept.
 
 Training runs under the strategy the recipe's `train.strategy` names
 (`vae_zoo.distribute`): the model and optimizer are built in its scope and batches hold
@@ -115,8 +125,180 @@ def _monitoring_callbacks(recipe, model, x_test, y_test, folder):
     return chosen
 
 
+def _check_data(recipe, model, *arrays):
+    """Refuse data the model's likelihood cannot score (before any training)."""
+    from vae_zoo import heads
+
+    for x in arrays:
+        if len(x) == 0:
+            raise ValueError(f"dataset {recipe['data']['dataset']!r} gave no examples")
+        if not np.all(np.isfinite(x)):
+            raise ValueError(f"dataset {recipe['data']['dataset']!r} contains NaN or inf values")
+        problem = heads.data_range_problem(model.likelihood, x)
+        if problem:
+            d = recipe["data"]
+            raise ValueError(
+                f"data {d['dataset']!r} with data.binarize = {d['binarize']!r} does not fit "
+                f"model.likelihood: {problem}"
+                + ("; set data.binarize = 'dynamic' or 'static', or pick a Gaussian or 8-bit "
+                   "likelihood" if d["binarize"] == "none" else "")
+            )
+
+
 def _write_json(path, payload):
     Path(path).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _write_json_atomic(path, payload):
+    path = Path(path)
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(json.dumps(payload, sort_keys=True))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite during training."""
+
+
+def staging_path(output) -> Path:
+    """The staging folder of a run folder: stable across reruns, so a rerun resumes."""
+    output = Path(output)
+    return output.parent / f".{output.name}.partial"
+
+
+def _backup_callbacks():
+    import keras
+
+    class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+        """`BackupAndRestore` whose checkpoint is replaced in one atomic step.
+
+        Each save writes a new weights file, then atomically replaces
+        `training_metadata.json`, which names that file and the finished epoch; only
+        then is the previous weights file removed. A crash or kill at any point leaves
+        the previous checkpoint loadable (Keras' own writes the weights in place).
+        Nothing is saved once `guard` (a `StopOnNaN`) has seen the loss diverge.
+        """
+
+        def __init__(self, backup_dir, guard=None, **kwargs):
+            super().__init__(backup_dir, **kwargs)
+            self.guard = guard
+
+        def on_epoch_end(self, epoch, logs=None):
+            if self.guard is not None and self.guard.diverged is not None:
+                return  # keep the last good checkpoint
+            super().on_epoch_end(epoch, logs)
+
+        def _load_model(self):
+            meta_path = Path(self.backup_dir) / "training_metadata.json"
+            if not meta_path.is_file():
+                return
+            meta = json.loads(meta_path.read_text())
+            if self.model.optimizer is not None and not self.model.optimizer.built:
+                self.model.optimizer.build(self.model.trainable_variables)
+            self.model.load_weights(Path(self.backup_dir) / meta["weights"])
+            self.model._initial_epoch = meta["epoch"]
+
+        def _save_model(self):
+            backup = Path(self.backup_dir)
+            backup.mkdir(parents=True, exist_ok=True)
+            meta_path = backup / "training_metadata.json"
+            old = json.loads(meta_path.read_text())["weights"] if meta_path.is_file() else None
+            name = f"epoch-{self._current_epoch}-batch-{self._last_batch_seen}.weights.h5"
+            if name == old:
+                name = "again-" + name
+            self.model.save_weights(backup / name, overwrite=True)
+            _write_json_atomic(meta_path, {"epoch": self._current_epoch,
+                                           "batch": self._last_batch_seen, "weights": name})
+            for stale in backup.glob("*.weights.h5"):
+                if stale.name != name:
+                    stale.unlink(missing_ok=True)
+
+    class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
+        """`ModelCheckpoint` that writes beside the target and renames into place."""
+
+        def __init__(self, filepath, **kwargs):
+            self.final_path = Path(filepath)
+            super().__init__(str(self.final_path.with_name("partial-" + self.final_path.name)),
+                             **kwargs)
+
+        def on_epoch_end(self, epoch, logs=None):
+            super().on_epoch_end(epoch, logs)
+            if os.path.exists(self.filepath):
+                os.replace(self.filepath, self.final_path)
+
+    return AtomicBackupAndRestore, AtomicModelCheckpoint
+
+
+def _nan_guard():
+    import keras
+
+    class StopOnNaN(keras.callbacks.Callback):
+        """`TerminateOnNaN` that remembers where: `diverged` = (epoch, batch) or None."""
+
+        def __init__(self):
+            super().__init__()
+            self.diverged = None
+            self._epoch = 0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not np.isfinite(float(loss)):
+                self.diverged = (self._epoch, batch, float(loss))
+                self.model.stop_training = True
+
+    return StopOnNaN()
+
+
+def _resume_state(staging, recipe):
+    """Epochs finished in `staging`'s checkpoint, or None when there is nothing to resume
+    (no checkpoint, or one of another recipe, which is then discarded)."""
+    meta = staging / "backup" / "training_metadata.json"
+    recipe_file = staging / "recipe.json"
+    if not meta.is_file() or not recipe_file.is_file():
+        return None
+    try:
+        same = json.loads(recipe_file.read_text()) == json.loads(json.dumps(recipe))
+        epoch = int(json.loads(meta.read_text())["epoch"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    return epoch if same else None
+
+
+def _cut_history(path, epochs):
+    """Keep the header and the first `epochs` rows of a CSV log; the best val_loss in
+    them (None if there is none)."""
+    if not path.is_file():
+        return None
+    lines = path.read_text().splitlines(keepends=True)
+    kept = lines[: 1 + epochs]
+    if kept and not kept[-1].endswith("\n"):
+        kept = kept[:-1]  # a row cut off by the kill
+    path.write_text("".join(kept))
+    header = kept[0].rstrip("\n").split(",") if kept else []
+    if "val_loss" not in header:
+        return None
+    column = header.index("val_loss")
+    values = [float(row.split(",")[column]) for row in kept[1:]]
+    finite = [v for v in values if np.isfinite(v)]
+    return min(finite) if finite else None
+
+
+def _claim(staging):
+    """Mark `staging` as ours; refuse one a live process is writing."""
+    from vae_zoo.export import _pid_alive
+
+    owner = staging / "owner.pid"
+    if owner.is_file():
+        pid = owner.read_text().strip()
+        if pid.isdigit() and int(pid) != os.getpid() and _pid_alive(int(pid)):
+            raise FileExistsError(f"run folder {staging} is being written by process {pid}")
+    owner.write_text(str(os.getpid()))
 
 
 def train(recipe, output=None, overwrite=False, verbose=1, callbacks=()) -> Path | None:
@@ -142,14 +324,23 @@ def train(recipe, output=None, overwrite=False, verbose=1, callbacks=()) -> Path
     output = Path(output) if output else default_output(recipe)
     if chief and output.exists() and not overwrite:
         raise FileExistsError(f"run folder {output} already exists (use --overwrite to replace it)")
+    resume_from = None
     if chief:
         output.parent.mkdir(parents=True, exist_ok=True)
-        staging = output.parent / f".{output.name}.partial-{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
+        staging = staging_path(output)
+        if staging.is_dir():
+            _claim(staging)
+            resume_from = _resume_state(staging, recipe)
+            if resume_from is None:
+                shutil.rmtree(staging)
+        staging.mkdir(exist_ok=True)
+        _claim(staging)
     else:  # another worker: the same training, its files thrown away
         staging = Path(tempfile.mkdtemp(prefix="vae_zoo-worker-"))
+    # Multi-worker training would need every worker to restore; only one process resumes.
+    resumable = chief and not distribute.is_multi_worker(strategy)
     extra_callbacks = list(callbacks)
+    nan_guard = _nan_guard()
     try:
         keras.utils.set_random_seed(recipe["train"]["seed"])
         train_ds, test_ds = recipes_lib.build_datasets(
@@ -161,12 +352,30 @@ def train(recipe, output=None, overwrite=False, verbose=1, callbacks=()) -> Path
         _write_json(staging / "recipe.json", recipe)
         x_test, labels = first_examples(test_ds, recipe["evaluate"]["examples"])
         y_test = labels if model.conditional else None  # what the model is conditioned on
-        fit_callbacks = recipes_lib.build_callbacks(recipe) + _monitoring_callbacks(
+        # the test split goes through the same pipeline (binarized whenever training data
+        # are), so it shows a mismatch with the likelihood without touching train_ds
+        _check_data(recipe, model, x_test)
+        best = None
+        if resume_from is not None:
+            best = _cut_history(staging / "history.csv", resume_from)
+            print(f"resuming {output} after epoch {resume_from} from {staging / 'backup'}",
+                  flush=True)
+        # Order matters: the CSV row of an epoch is written before its checkpoint, so a
+        # resumed run cuts history.csv back to the checkpoint and loses no row.
+        fit_callbacks = [nan_guard] + recipes_lib.build_callbacks(recipe) + _monitoring_callbacks(
             recipe, model, x_test, y_test, staging
         ) + [
-            keras.callbacks.CSVLogger(str(staging / "history.csv")),
+            keras.callbacks.CSVLogger(str(staging / "history.csv"), append=resume_from is not None),
             keras.callbacks.TensorBoard(log_dir=str(staging / "logs")),
-        ] + extra_callbacks
+        ]
+        if resumable:
+            backup_cls, checkpoint_cls = _backup_callbacks()
+            fit_callbacks += [
+                checkpoint_cls(staging / "best.keras", monitor="val_loss", save_best_only=True,
+                               initial_value_threshold=best),
+                backup_cls(str(staging / "backup"), guard=nan_guard, delete_checkpoint=False),
+            ]
+        fit_callbacks += extra_callbacks
         model.fit(
             distribute.shard(train_ds),
             validation_data=distribute.shard(model_inputs(test_ds, model)),
@@ -175,6 +384,15 @@ def train(recipe, output=None, overwrite=False, verbose=1, callbacks=()) -> Path
             verbose=verbose,
             shuffle=False,  # the dataset reshuffles itself every epoch
         )
+        if nan_guard.diverged is not None:
+            epoch, batch, loss = nan_guard.diverged
+            kept = (f"last good checkpoint kept at {staging / 'backup'}"
+                    if (staging / "backup" / "training_metadata.json").is_file()
+                    else "no epoch finished, nothing kept")
+            raise TrainingDiverged(
+                f"training diverged at epoch {epoch + 1}, batch {batch + 1} (loss is {loss}); "
+                f"{kept}; lower train.learning_rate and rerun"
+            )
         model.save(staging / "model.keras")  # on every worker, as tf.distribute asks
         if not chief:
             shutil.rmtree(staging, ignore_errors=True)
@@ -199,8 +417,12 @@ def train(recipe, output=None, overwrite=False, verbose=1, callbacks=()) -> Path
             means = evaluate.posterior_statistics(model, x_test, y=y_test)["mean"]
             plots.save_latent_scatter(means, labels, staging / "latents.png")
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        if not (resumable and (staging / "backup" / "training_metadata.json").is_file()):
+            shutil.rmtree(staging, ignore_errors=True)
+        # else: keep the last good checkpoint; rerunning the command resumes from it
         raise
+    shutil.rmtree(staging / "backup", ignore_errors=True)
+    (staging / "owner.pid").unlink(missing_ok=True)
     if output.exists():  # overwrite=True: swap the old folder out only now
         old = output.parent / f".{output.name}.old-{os.getpid()}"
         output.rename(old)
