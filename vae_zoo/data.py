@@ -75,6 +75,8 @@ _HAS_LABELS = {
 _PREPROCESS_BATCH = 256
 # Shuffle buffer when the dataset size is unknown.
 _DEFAULT_SHUFFLE_BUFFER = 10_000
+# Batches prepared ahead of the training step.
+PREFETCH_BATCHES = 4
 
 
 # --------------------------------------------------------------------------- #
@@ -194,7 +196,7 @@ def make_dataset(
         drop_remainder: drop the last, smaller batch.
         cache: cache the examples in memory before shuffling.
         repeat: repeat indefinitely (reshuffling each epoch).
-        prefetch: prefetch batches with `tf.data.AUTOTUNE`.
+        prefetch: prepare `PREFETCH_BATCHES` batches ahead of the consumer.
 
     Returns:
         A `tf.data.Dataset` whose elements are `x` batches (float32
@@ -350,24 +352,35 @@ def _pipeline(
     if repeat:
         ds = ds.repeat()
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    ds = ds.map(_map_x(_to_float), num_parallel_calls=tf.data.AUTOTUNE)
+    # Scaling and binarization are a few vectorized ops per batch: one call at a time
+    # keeps far ahead of the training step, and leaves the cores to it.
+    ds = ds.map(_map_x(_to_float))
     if binarize == "dynamic":
         # One stateless seed pair per batch; `rerandomize_each_iteration`
         # gives a new (but seed-reproducible) sequence on every epoch.
         seeds = tf.data.Dataset.random(
             seed=seed, rerandomize_each_iteration=True
         ).batch(2)
-        ds = tf.data.Dataset.zip((ds, seeds)).map(
-            _dynamic_binarize, num_parallel_calls=tf.data.AUTOTUNE
-        )
+        ds = tf.data.Dataset.zip((ds, seeds)).map(_dynamic_binarize)
     if prefetch:
-        ds = ds.prefetch(tf.data.AUTOTUNE)
-    return ds
+        ds = ds.prefetch(PREFETCH_BATCHES)
+    return ds.with_options(_pipeline_options())
+
+
+def _pipeline_options():
+    # tf.data's autotuner stalls some epochs' first batch by ~0.3 s on a small
+    # machine; the pipeline above has nothing left for it to tune.
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return options
 
 
 def _map_x(fn):
     """Lift a function of `x` to elements that are `x` or `(x, y)`."""
 
+    # Plain Python on element structure: nothing for AutoGraph to convert (and its
+    # cache mixes up closures of this one code object).
+    @tf.autograph.experimental.do_not_convert
     def mapped(*element):
         if len(element) == 1:
             return fn(element[0])

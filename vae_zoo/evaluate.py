@@ -25,12 +25,14 @@ tfd = tfp.distributions
 DEFAULT_MAX_ELEMENTS = 1 << 22
 
 
-def _compiled(model, name, fn):
-    """One `tf.function` per model and evaluation routine, traced once per shape."""
+def _compiled(model, name, fn, jit_compile=False):
+    """One `tf.function` per model, evaluation routine and XLA setting, traced once per
+    shape."""
     cache = model.__dict__.setdefault("_vae_zoo_eval_fns", {})
-    if name not in cache:
-        cache[name] = tf.function(fn, reduce_retracing=True)
-    return cache[name]
+    key = (name, bool(jit_compile))
+    if key not in cache:
+        cache[key] = tf.function(fn, reduce_retracing=True, jit_compile=bool(jit_compile))
+    return cache[key]
 
 
 def _batches(x, batch_size):
@@ -70,7 +72,8 @@ def _check_labels(model, x, y):
         raise ValueError(f"labels must lie in [0, {num_classes}), got label {bad}")
 
 
-def log_likelihood(model, x, num_samples=1000, batch_size=None, chunk_size=None, seed=0, y=None):
+def log_likelihood(model, x, num_samples=1000, batch_size=None, chunk_size=None, seed=0, y=None,
+                   jit_compile=False):
     """Per-example importance-weighted bound on log p(x), in nats.
 
     Args:
@@ -82,6 +85,9 @@ def log_likelihood(model, x, num_samples=1000, batch_size=None, chunk_size=None,
             `DEFAULT_MAX_ELEMENTS` decoded elements).
         seed: int, makes the estimate reproducible.
         y: conditioning array `[N, ...]` for conditional models.
+        jit_compile: compile the log-weights of a chunk with XLA. Off by default:
+            a chunk is a few large matmuls, which TensorFlow's own (oneDNN) kernels
+            run faster on CPU than XLA's (`benchmarks/eval_throughput.py`).
 
     Returns:
         numpy array `[N]`: log (1/K) Σ_k w_k for each example.
@@ -96,7 +102,7 @@ def log_likelihood(model, x, num_samples=1000, batch_size=None, chunk_size=None,
     if chunk_size is None:
         chunk_size = max(1, DEFAULT_MAX_ELEMENTS // (batch_size * elements))
     chunk_size = int(min(chunk_size, num_samples))
-    log_weights_fn = _compiled(model, "log_weights", model.log_importance_weights)
+    log_weights_fn = _compiled(model, "log_weights", model.log_importance_weights, jit_compile)
 
     results = []
     call = 0

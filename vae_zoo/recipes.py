@@ -110,7 +110,7 @@ SCHEMA = {
         "learning_rate": Field((float, int), 1e-3, minimum=0, exclusive_minimum=True),
         "seed": Field((int,), 0),
         "jit_compile": Field((bool, str), "auto", choices=(True, False, "auto")),
-        "steps_per_execution": Field((int,), 1, minimum=1),
+        "steps_per_execution": Field((int, str), "auto", minimum=1, choices=("auto",)),
         "strategy": Field((str,), "auto", choices=STRATEGIES),
     },
     "annealing": {
@@ -240,7 +240,10 @@ def _check_value(where: str, value, field: Field):
             f"{where} must be {_type_name(field.types)}, got {type(value).__name__} {value!r}"
         )
     choices = field.choices() if callable(field.choices) else field.choices
-    if choices is not None and value not in choices:
+    # A field taking ints and named values (steps_per_execution: an int or "auto")
+    # restricts only the names.
+    numeric = int in field.types and isinstance(value, int) and not isinstance(value, bool)
+    if choices is not None and value not in choices and not numeric:
         raise RecipeError(
             f"{where} = {value!r} is not one of: "
             + ", ".join(repr(c) for c in choices)

@@ -1,0 +1,147 @@
+"""Where a training step's time goes: matmuls, the rest of the step, the input and Keras loop.
+
+For the dense benchmark architecture (the `mnist_dense` recipe: 784-512-256, latent 32,
+Bernoulli, batch 128, Adam), median milliseconds per training step of four nested
+measurements, each in one process on the same data:
+
+1. `matmuls`: only the step's matrix products (the 6 forward products at batch 128,
+   and for the backward pass each layer's weight gradient aᵀg and, except the first
+   layer, its input gradient gWᵀ), XLA-compiled, 50 steps per call;
+2. `xla_step_loop`: `model.train_step` on one fixed batch, XLA-compiled, 50 steps per
+   call in a `tf.while_loop`: the whole step without an input pipeline or Python;
+3. `fit`: `model.fit` with the recipe's defaults (XLA, steps_per_execution) on the
+   recipe's tf.data pipeline (dynamic binarization, shuffling), per step;
+4. `fit_plain`: `model.fit` with one plain `tf.function` step per batch
+   (`jit_compile=False, steps_per_execution=1`).
+
+So (2) − (1) is the element-wise work, the sampling, the likelihood, the KL and the
+Adam update; (3) − (2) is the input pipeline and Keras' loop; (4) − (3) is what the fast
+path saves. `benchmarks/README.md` records a run.
+
+Run (about 1 minute):  python benchmarks/profile_step.py
+
+A table goes to stderr; one JSON line goes to stdout.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import json  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from vae_zoo import recipes  # noqa: E402
+
+BATCH = 128
+STEPS = 50
+ENCODER = (784, 512, 256, 64)  # the last layer gives μ and σ of a 32-d z
+DECODER = (32, 256, 512, 784)
+
+
+def log(*args):
+    print(*args, file=sys.stderr, flush=True)
+
+
+def timed(fn, *args, repeats=7):
+    fn(*args)  # trace / compile
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn(*args)
+        if hasattr(result, "numpy"):
+            result.numpy()
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds)
+
+
+def matmul_ms():
+    layers = list(zip(ENCODER, ENCODER[1:])) + list(zip(DECODER, DECODER[1:]))
+    weights = [tf.random.stateless_normal(shape, seed=[i, 0]) * 0.01
+               for i, shape in enumerate(layers)]
+    x = tf.random.stateless_normal((BATCH, ENCODER[0]), seed=[9, 9])
+    z = tf.random.stateless_normal((BATCH, DECODER[0]), seed=[8, 8])
+
+    @tf.function(jit_compile=True)
+    def products(x, z):
+        total = tf.zeros(())
+        for _ in range(STEPS):
+            for inputs, chain in ((x, weights[:3]), (z, weights[3:])):
+                activations = [inputs]
+                for w in chain:
+                    activations.append(tf.linalg.matmul(activations[-1], w))
+                grad = activations[-1]
+                for i in reversed(range(len(chain))):
+                    total += tf.reduce_sum(tf.linalg.matmul(activations[i], grad, transpose_a=True)[0])
+                    if i:
+                        grad = tf.linalg.matmul(grad, chain[i], transpose_b=True)
+            x = x + 1e-9 * total  # a dependency between steps
+        return total
+
+    return timed(products, x, z) / STEPS * 1000
+
+
+def build(overrides=()):
+    keras.utils.set_random_seed(0)
+    recipe = recipes.load("mnist_dense", list(overrides))
+    model = recipes.compile_model(recipes.build_model(recipe), recipe)
+    train, _ = recipes.build_datasets(recipe)
+    return model, train
+
+
+def xla_step_loop_ms():
+    model, train = build()
+    batch = next(iter(train))
+    step = tf.function(model.train_step, jit_compile=True)
+
+    @tf.function
+    def loop(batch):
+        for _ in tf.range(STEPS):
+            logs = step(batch)
+        return logs["loss"]
+
+    return timed(loop, batch) / STEPS * 1000
+
+
+def fit_ms(overrides=()):
+    model, train = build(overrides)
+    steps = int(train.cardinality())
+    model.fit(train, epochs=1, verbose=0)  # trace / compile
+    seconds = []
+    for _ in range(5):
+        start = time.perf_counter()
+        model.fit(train, epochs=1, verbose=0)
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds) / steps * 1000
+
+
+def main():
+    warnings.filterwarnings("ignore", message=r"`shuffle=True` was passed")
+    figures = {
+        "matmuls": matmul_ms(),
+        "xla_step_loop": xla_step_loop_ms(),
+        "fit": fit_ms(),
+        "fit_plain": fit_ms(["train.jit_compile=false", "train.steps_per_execution=1"]),
+    }
+    for name, ms in figures.items():
+        log(f"{name:>14}: {ms:6.2f} ms per step ({BATCH / ms * 1000:8,.0f} examples/s)")
+    print(json.dumps({
+        "benchmark": "profile_step",
+        "batch_size": BATCH,
+        "ms_per_step": {k: round(v, 3) for k, v in figures.items()},
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "cpu_count": os.cpu_count(),
+        "date": time.strftime("%Y-%m-%d"),
+    }), flush=True)
+
+
+if __name__ == "__main__":
+    main()
