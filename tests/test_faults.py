@@ -9,14 +9,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 
-from vae_zoo import cli, runs
+from vae_zoo import cli, export, runs
+from vae_zoo.models import MODELS
 
 TINY = [
     "--set", "model.hidden_units=[16]",
@@ -26,8 +26,6 @@ TINY = [
     "--set", "evaluate.examples=50",
     "--quiet",
 ]
-POLL = 0.02
-TIMEOUT = 120  # seconds any one wait may take
 
 
 def _env():
@@ -39,28 +37,6 @@ def _env():
 
 def _train_command(output):
     return [sys.executable, "-m", "vae_zoo.cli", "train", *TINY, "--output", str(output)]
-
-
-def _checkpoint_epoch(output):
-    meta = runs.staging_path(output) / "backup" / "training_metadata.json"
-    try:
-        return json.loads(meta.read_text())["epoch"]
-    except (OSError, ValueError, KeyError):
-        return 0
-
-
-def _wait_until(process, predicate, what):
-    deadline = time.monotonic() + TIMEOUT
-    while not predicate():
-        assert process.poll() is None, f"training ended before {what}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(POLL)
-
-
-def _kill(process):
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
-    assert process.returncode == -signal.SIGKILL
 
 
 def _rerun(output):
@@ -85,67 +61,124 @@ def _assert_complete(output, epochs=4):
     assert not (output / "backup").exists()
 
 
-@pytest.mark.parametrize("point", ["between_epochs", "mid_epoch"])
-def test_sigkill_then_rerun_resumes(point, tmp_path):
-    output = tmp_path / "run"
-    process = subprocess.Popen(_train_command(output), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, env=_env())
-    try:
-        if point == "between_epochs":  # right after epoch 2's checkpoint
-            _wait_until(process, lambda: _checkpoint_epoch(output) >= 2, "epoch 2's checkpoint")
-        else:  # about half way through epoch 2: half an epoch after epoch 1's checkpoint
-            _wait_until(process, lambda: _checkpoint_epoch(output) >= 1, "epoch 1's checkpoint")
-            start = time.monotonic()
-            _wait_until(process, lambda: _checkpoint_epoch(output) >= 2, "epoch 2's checkpoint")
-            time.sleep((time.monotonic() - start) / 2)
-        _kill(process)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    assert not output.exists()  # nothing half-written at the target
-    finished = _checkpoint_epoch(output)
-    assert finished in (2, 3)
-    stdout = _rerun(output)
-    assert f"resuming {output} after epoch {finished}" in stdout
-    _assert_complete(output)
-
-
-# A kill in the middle of writing epoch 2's checkpoint: the weights file is left half
-# written and the process dies at once.
-KILLED_WHILE_WRITING = """
-import os, signal, sys
+# Deterministic kills: the training command runs under this wrapper, which SIGKILLs its
+# own process at a chosen point (nothing in vae_zoo knows about it; the rerun is the plain
+# command). Points inside a checkpoint write are found by wrapping the file operations
+# the write uses, so they do not depend on how `runs` names its helpers.
+KILLER = """
+import json, os, signal, sys
 import keras
+from vae_zoo import cli, runs
 
-real = keras.Model.save_weights
+point = sys.argv[1]
+
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class Kill(keras.callbacks.Callback):
+    # Given to runs.train after its own callbacks, so on_epoch_end runs after the
+    # epoch's checkpoint is written.
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if point == "mid_epoch" and self.epoch == 2 and batch >= 10:
+            die()  # batch 11 of epoch 3: two epochs checkpointed, a third half done
+
+    def on_epoch_end(self, epoch, logs=None):
+        if point == "between_epochs" and epoch == 1:
+            die()  # right after epoch 2's checkpoint
+
+
+real_train = runs.train
+
+
+def train(*args, **kwargs):
+    kwargs["callbacks"] = [*kwargs.get("callbacks", ()), Kill()]
+    return real_train(*args, **kwargs)
+
+
+runs.train = train
+
+real_save_weights = keras.Model.save_weights
+
 
 def save_weights(self, filepath, *args, **kwargs):
-    real(self, filepath, *args, **kwargs)
-    if "epoch-2-" in os.path.basename(str(filepath)):
+    real_save_weights(self, filepath, *args, **kwargs)
+    if point == "weights_half_written" and "epoch-2-" in os.path.basename(str(filepath)):
         data = open(filepath, "rb").read()
         open(filepath, "wb").write(data[: len(data) // 2])
-        os.kill(os.getpid(), signal.SIGKILL)
+        die()
+
 
 keras.Model.save_weights = save_weights
-from vae_zoo import cli
-sys.exit(cli.main(sys.argv[1:]))
+
+real_fsync, real_replace = os.fsync, os.replace
+
+
+def written_epoch(path):
+    try:
+        return json.loads(open(path).read()).get("epoch")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def fsync(fd):
+    path = os.readlink(f"/proc/self/fd/{fd}")
+    if (point == "metadata_half_written" and "training_metadata.json" in os.path.basename(path)
+            and written_epoch(path) == 2):
+        os.ftruncate(fd, os.fstat(fd).st_size // 2)
+        die()
+    return real_fsync(fd)
+
+
+def replace(src, dst, *args, **kwargs):
+    real_replace(src, dst, *args, **kwargs)
+    if (point == "metadata_committed" and os.path.basename(str(dst)) == "training_metadata.json"
+            and written_epoch(dst) == 2):
+        die()  # the old weights file is still there
+
+
+os.fsync, os.replace = fsync, replace
+sys.exit(cli.main(sys.argv[2:]))
 """
 
+# point → epochs in the checkpoint the rerun resumes from
+KILL_POINTS = {
+    "between_epochs": 2,
+    "mid_epoch": 2,
+    "weights_half_written": 1,  # epoch 2's checkpoint never became the current one
+    "metadata_half_written": 1,
+    "metadata_committed": 2,
+}
 
-def test_kill_while_writing_checkpoint_keeps_previous(tmp_path):
+
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_sigkill_then_rerun_resumes(point, tmp_path):
     output = tmp_path / "run"
     killed = subprocess.run(
-        [sys.executable, "-c", KILLED_WHILE_WRITING, *_train_command(output)[3:]],
-        capture_output=True, env=_env(), timeout=300,
+        [sys.executable, "-c", KILLER, point, *_train_command(output)[3:]],
+        capture_output=True, text=True, env=_env(), timeout=300,
     )
-    assert killed.returncode == -signal.SIGKILL
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert not output.exists()  # nothing half-written at the target
     backup = runs.staging_path(output) / "backup"
     meta = json.loads((backup / "training_metadata.json").read_text())
-    assert meta["epoch"] == 1  # epoch 2's checkpoint never became the current one
+    assert meta["epoch"] == KILL_POINTS[point]
     model = runs.recipes_lib.build_model(json.loads(
         (runs.staging_path(output) / "recipe.json").read_text()))
-    model.load_weights(backup / meta["weights"])  # the previous checkpoint loads
-    _rerun(output)
+    model.load_weights(backup / meta["weights"])  # the current checkpoint loads
+    weights = sorted(p.name for p in backup.glob("*.weights.h5"))
+    if point in ("between_epochs", "mid_epoch"):  # older weights files were removed
+        assert weights == [meta["weights"]]
+    if point == "metadata_committed":  # killed before removing the old one
+        assert len(weights) == 2 and meta["weights"] in weights
+    with open(runs.staging_path(output) / "history.csv") as f:
+        assert len(list(csv.DictReader(f))) >= meta["epoch"]  # rows of finished epochs kept
+    stdout = _rerun(output)
+    assert f"resuming {output} after epoch {meta['epoch']} from {backup}" in stdout
     _assert_complete(output)
 
 
@@ -217,6 +250,16 @@ def test_grey_levels_for_a_bernoulli_likelihood_are_refused(tmp_path, capsys):
     assert not output.exists() and not runs.staging_path(output).exists()
 
 
+def test_labels_out_of_range_for_a_conditional_recipe_are_refused(tmp_path, capsys):
+    output = tmp_path / "run"
+    message = _one_line_error(
+        ["train", *TINY, "--set", "model.family=conditional", "--set", "model.num_classes=5",
+         "--output", str(output)], capsys)
+    assert message.startswith("dataset 'mnist_sample' has labels outside [0, 5) (got label ")
+    assert message.endswith("); set model.num_classes to its number of classes")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_live_writer_of_the_same_run_folder_is_refused(tmp_path, capsys):
     output = tmp_path / "run"
     staging = runs.staging_path(output)
@@ -246,8 +289,12 @@ def dense():
         (np.full((3, 4, 4, 1), 0.5, "float32"),
          "data do not fit the model's likelihood: a Bernoulli likelihood needs binary data "
          "(0 or 1), got 48 values like 0.5"),
+        (np.full((3, 4, 4, 1), "1"), "data must be numbers (float, or uint8 in 0..255), got "
+         "dtype <U1"),
+        (np.full((3, 4, 4, 1), 1 + 0j), "data must be numbers (float, or uint8 in 0..255), got "
+         "dtype complex128"),
     ],
-    ids=["nan", "inf", "empty", "shape", "grey_for_bernoulli"],
+    ids=["nan", "inf", "empty", "shape", "grey_for_bernoulli", "strings", "complex"],
 )
 @pytest.mark.parametrize("routine", ["log_likelihood", "elbo", "posterior_statistics"])
 def test_evaluate_refuses_bad_data(dense, x, message, routine):
@@ -329,6 +376,16 @@ def test_sample_from_a_damaged_export(damage, tmp_path, capsys):
         (["train", "--set", "bogus.x=1"], "unknown recipe section [bogus]"),
         (["train", "--set", "train.epochs=abc"], "train.epochs must be an integer, got str 'abc'"),
         (["train", "nosuch.toml"], "recipe file not found: nosuch.toml"),
+        (["sample", str(SHIPPED), "-n", "0"], "-n must be >= 1, got 0"),
+        (["evaluate", str(SHIPPED), "--samples", "0"], "--samples and --examples must be >= 1"),
+        (["evaluate", str(SHIPPED), "--examples", "0"], "--samples and --examples must be >= 1"),
+        (["train", "--set", "train.learning_rate=nan"], "train.learning_rate must be finite, got nan"),
+        (["train", "--set", "train.learning_rate=0"], "train.learning_rate must be > 0, got 0"),
+        (["train", "--set", "model.latent_dim=2.5"],
+         "model.latent_dim must be an integer, got float 2.5"),
+        (["train", "--set", "data.batch_size=0"], "data.batch_size must be >= 1, got 0"),
+        (["train", "--set", "model.family=nosuch"], "model.family = 'nosuch' is not one of: "
+         + ", ".join(MODELS.names())),
         (["evaluate", "no/such/run"],
          "no model at no/such/run (give a run folder or a .keras file)"),
         (["sample", str(SHIPPED), "--label", "3"],
@@ -346,6 +403,71 @@ def test_corrupt_keras_file(tmp_path, capsys):
         f"cannot load model {bad}: not a .keras archive (corrupt or another format)")
 
 
+def test_keras_file_with_damaged_contents(tmp_path, capsys):
+    import zipfile
+
+    from conftest import tiny_dense
+
+    good = tmp_path / "good.keras"
+    tiny_dense(input_shape=(4, 4, 1)).save(good)
+    damaged = tmp_path / "damaged.keras"  # a zip, but config.json cut short
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(damaged, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            dst.writestr(item, data[: len(data) // 2] if item.filename == "config.json" else data)
+    for command in (["evaluate", str(damaged)], ["sample", str(damaged)],
+                    ["export", str(damaged), "--name", "m", "--root", str(tmp_path / "s")]):
+        assert _one_line_error(command, capsys).startswith(f"cannot load model {damaged}: ")
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_model_that_does_not_fit_its_runs_dataset(tmp_path, capsys):
+    from conftest import tiny_dense
+
+    tiny_dense(input_shape=(4, 4, 1)).save(tmp_path / "model.keras")
+    runs._write_json(tmp_path / "recipe.json", {"model": {"family": "dense", "latent_dim": 2}})
+    assert _one_line_error(["evaluate", str(tmp_path), "--samples", "2"], capsys) == (
+        "model input shape (4, 4, 1) does not match dataset 'mnist_sample' (28, 28, 1)")
+
+
+def test_multi_line_errors_are_joined(monkeypatch, capsys):
+    def fail(args):
+        raise ValueError("first line\n  second line")
+
+    monkeypatch.setitem(cli.COMMANDS, "recipes", fail)
+    assert _one_line_error(["recipes"], capsys) == "first line second line"
+
+
+@pytest.mark.parametrize(
+    "fault, expected",
+    [
+        ("empty", "dataset 'mnist_sample' gave no examples"),
+        ("nan", "dataset 'mnist_sample' contains NaN or inf values"),
+        ("empty_train", "dataset 'mnist_sample' split 'train' gave no training examples"),
+    ],
+)
+def test_a_recipe_dataset_that_is_empty_or_not_finite(fault, expected, tmp_path, monkeypatch):
+    import tensorflow as tf
+
+    from vae_zoo import recipes
+
+    recipe = recipes.load("mnist_dense", ["model.hidden_units=[8]", "model.latent_dim=2",
+                                          "train.epochs=1"])
+    x = np.zeros((0 if fault == "empty" else 8, 28, 28, 1), "float32")
+    if fault == "nan":
+        x[:, 0, 0, 0] = np.nan
+
+    def datasets(x):
+        return tf.data.Dataset.from_tensor_slices(x).batch(4)
+
+    train = datasets(x[:0] if fault == "empty_train" else x)
+    monkeypatch.setattr(runs.recipes_lib, "build_datasets",
+                        lambda recipe, replicas=1: (train, datasets(x)))
+    with pytest.raises(ValueError, match=f"^{expected}$"):
+        runs.train(recipe, tmp_path / "run", verbose=0)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_overwrite_replaces_a_run_folder_only_when_asked(tmp_path, capsys):
     output = tmp_path / "run"
     output.mkdir()
@@ -353,6 +475,10 @@ def test_overwrite_replaces_a_run_folder_only_when_asked(tmp_path, capsys):
     one_epoch = [*TINY, "--set", "train.epochs=1", "--output", str(output)]
     assert _one_line_error(["train", *one_epoch], capsys) == (
         f"run folder {output} already exists (use --overwrite to replace it)")
+    assert (output / "old.txt").read_text() == "keep me"
+    # a failing --overwrite run (bad data, refused before training) keeps the old folder
+    assert _one_line_error(["train", *one_epoch, "--overwrite", "--set", "data.binarize=none"],
+                           capsys).startswith("data 'mnist_sample' with data.binarize = 'none'")
     assert (output / "old.txt").read_text() == "keep me"
     assert cli.main(["train", *one_epoch, "--overwrite"]) == 0
     assert not (output / "old.txt").exists() and (output / "model.keras").is_file()
@@ -370,3 +496,78 @@ def test_a_checkpoint_of_another_recipe_is_not_resumed(tmp_path, capsys):
     assert cli.main(["train", *TINY, "--set", "train.epochs=1", "--output", str(output)]) == 0
     assert "resuming" not in capsys.readouterr().out
     _assert_complete(output, epochs=1)
+
+
+# ------------------------------------------------------------- tune and export input
+
+TUNE = ["--set", "model.latent_dim=2", "--set", "model.hidden_units=[8]",
+        "--set", "data.batch_size=250", "--set", "train.epochs=1", "--set", "tune.epochs=1",
+        "--set", "tune.max_trials=1", "--set", "tune.latent_dim=[1,2]", "--quiet"]
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["data.binarize=none"], "data 'mnist_sample' with data.binarize = 'none' does not fit "
+         "model.likelihood: a Bernoulli likelihood needs binary data (0 or 1), got "),
+        (["model.family=conditional", "model.num_classes=5"],
+         "dataset 'mnist_sample' has labels outside [0, 5) (got label "),
+    ],
+    ids=["grey_for_bernoulli", "labels"],
+)
+def test_tune_refuses_data_that_do_not_fit_before_touching_the_folder(
+        overrides, expected, tmp_path, capsys):
+    output = tmp_path / "tuning"
+    output.mkdir()
+    (output / "old.txt").write_text("keep me")
+    sets = [word for o in overrides for word in ("--set", o)]
+    message = _one_line_error(["tune", "mnist_dense", *TUNE, *sets, "--output", str(output),
+                               "--overwrite"], capsys)
+    assert message.startswith(expected)
+    assert sorted(p.name for p in output.iterdir()) == ["old.txt"]  # no trial ran
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["tune", "--top", "0"], "--top must be >= 1, got 0"),
+        (["tune", "--set", "model.latnet_dim=3"],
+         "unknown recipe key model.latnet_dim (did you mean 'latent_dim'?)"),
+        (["tune", "--set", "tune.max_trials=0"], "tune.max_trials must be >= 1, got 0"),
+        (["tune", "nosuch.toml"], "recipe file not found: nosuch.toml"),
+        (["export", "no/such/run", "--name", "m"],
+         "no model at no/such/run (give a run folder or a .keras file)"),
+        (["export", str(SHIPPED), "--name", "a/b"], "--name must be a plain folder name, got 'a/b'"),
+    ],
+)
+def test_bad_tune_and_export_arguments(argv, expected, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a mistaken default output folder would land here
+    assert _one_line_error(argv, capsys) == expected
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_refuses_a_corrupt_model_and_a_bad_version(tmp_path, capsys):
+    bad = tmp_path / "bad.keras"
+    bad.write_bytes(b"x")
+    root = tmp_path / "served"
+    assert _one_line_error(["export", str(bad), "--name", "m", "--root", str(root)], capsys) == (
+        f"cannot load model {bad}: not a .keras archive (corrupt or another format)")
+    good = tmp_path / "good.keras"
+    from conftest import tiny_dense
+
+    tiny_dense(input_shape=(4, 4, 1)).save(good)
+    assert _one_line_error(["export", str(good), "--name", "m", "--root", str(root),
+                            "--version", "0"], capsys) == "version must be a positive integer, got 0"
+    assert export.versions(root / "m") == []
+
+
+def test_iw_bound_is_finite_where_the_weights_underflow():
+    """log p(x|z) of 784 pixels under an untrained model is about -550: exp() of it is 0
+    in float32, so only a log-sum-exp (also across chunks) keeps the bound finite."""
+    from conftest import binary_data, tiny_dense
+    from vae_zoo import evaluate
+
+    model = tiny_dense(input_shape=(28, 28, 1))
+    x = binary_data(n=3, shape=(28, 28, 1))
+    ll = evaluate.log_likelihood(model, x, num_samples=6, chunk_size=4)
+    assert np.all(np.isfinite(ll)) and ll.max() < -110, ll

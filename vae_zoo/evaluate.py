@@ -49,6 +49,9 @@ def _check_inputs(model, x, y=None):
             f"data shape {x.shape[1:]} does not match the model's input shape "
             f"{tuple(model.data_shape)}"
         )
+    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)
+            or x.dtype == np.bool_):
+        raise ValueError(f"data must be numbers (float, or uint8 in 0..255), got dtype {x.dtype}")
     if x.dtype == np.uint8:
         x = x.astype(np.float32) / 255.0
     x = x.astype(np.float32)

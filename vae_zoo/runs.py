@@ -64,6 +64,9 @@ def first_examples(ds, limit):
         count += len(xs[-1])
         if count >= limit:
             break
+    if not xs:  # an empty dataset: no examples, of the shape it declares
+        spec = ds.element_spec[0] if isinstance(ds.element_spec, tuple) else ds.element_spec
+        return np.zeros((0, *spec.shape[1:]), spec.dtype.as_numpy_dtype), None
     return np.concatenate(xs)[:limit], (np.concatenate(ys)[:limit] if ys else None)
 
 
@@ -125,6 +128,21 @@ def _monitoring_callbacks(recipe, model, x_test, y_test, folder):
     return chosen
 
 
+def _check_labels(recipe, model, *label_arrays):
+    """Refuse class labels a conditional model has no class for (before any training)."""
+    num_classes = getattr(model, "num_classes", None)
+    if not model.conditional or not num_classes:
+        return
+    for y in label_arrays:
+        y = np.asarray(y)
+        bad = y[(y < 0) | (y >= num_classes)] if y.size else y
+        if bad.size:
+            raise ValueError(
+                f"dataset {recipe['data']['dataset']!r} has labels outside [0, {num_classes}) "
+                f"(got label {bad[0]}); set model.num_classes to its number of classes"
+            )
+
+
 def _check_data(recipe, model, *arrays):
     """Refuse data the model's likelihood cannot score (before any training)."""
     from vae_zoo import heads
@@ -149,11 +167,12 @@ def _write_json(path, payload):
     Path(path).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def _write_json_atomic(path, payload):
+def _write_json_atomic(path, payload, indent=None):
+    """Write JSON to a temporary file, flush it to disk, then rename it over `path`."""
     path = Path(path)
     tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
     with open(tmp, "w", encoding="utf-8") as f:
-        f.write(json.dumps(payload, sort_keys=True))
+        f.write(json.dumps(payload, indent=indent, sort_keys=True) + "\n")
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -337,7 +356,9 @@ def train(recipe, output=None, overwrite=False, verbose=1, callbacks=()) -> Path
         _claim(staging)
     else:  # another worker: the same training, its files thrown away
         staging = Path(tempfile.mkdtemp(prefix="vae_zoo-worker-"))
-    # Multi-worker training would need every worker to restore; only one process resumes.
+    # No checkpoints under MultiWorkerMirroredStrategy: Keras 3's BackupAndRestore has no
+    # notion of workers (each would write, and restore on its own; workers resuming from
+    # different epochs never pair their all-reduces). See README, "Faults and bad input".
     resumable = chief and not distribute.is_multi_worker(strategy)
     extra_callbacks = list(callbacks)
     nan_guard = _nan_guard()
@@ -355,6 +376,12 @@ def train(recipe, output=None, overwrite=False, verbose=1, callbacks=()) -> Path
         # the test split goes through the same pipeline (binarized whenever training data
         # are), so it shows a mismatch with the likelihood without touching train_ds
         _check_data(recipe, model, x_test)
+        # (not by iterating train_ds: an extra pass would move its shuffle order)
+        if int(train_ds.cardinality()) == 0:
+            raise ValueError(f"dataset {recipe['data']['dataset']!r} split "
+                             f"{recipe['data']['train_split']!r} gave no training examples")
+        if y_test is not None:
+            _check_labels(recipe, model, y_test)
         best = None
         if resume_from is not None:
             best = _cut_history(staging / "history.csv", resume_from)

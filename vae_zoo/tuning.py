@@ -354,7 +354,18 @@ def role() -> str | None:
     return "chief" if "chief" in os.environ["KERASTUNER_TUNER_ID"] else "worker"
 
 
-def build_tuner(recipe, directory, overwrite=False, strategy=None, report=True):
+def check_data(hypermodel):
+    """Refuse data the recipe's model cannot score (empty, NaN or inf, outside the
+    likelihood's range, labels it has no class for), with the one-line errors
+    `vae-zoo train` gives, before any trial runs."""
+    _, _, x_val, y_val = hypermodel.datasets()
+    model = recipes.build_model(hypermodel.recipe)
+    runs._check_data(hypermodel.recipe, model, x_val)
+    if y_val is not None:
+        runs._check_labels(hypermodel.recipe, model, y_val)
+
+
+def build_tuner(recipe, directory, overwrite=False, strategy=None, report=True, hypermodel=None):
     """The keras-tuner tuner `tune.tuner` names, over `VAEHyperModel(recipe)`.
 
     Args:
@@ -364,6 +375,7 @@ def build_tuner(recipe, directory, overwrite=False, strategy=None, report=True):
         strategy: a single-worker `tf.distribute.Strategy` each trial runs under
             (default: the recipe's `train.strategy`).
         report: print one line per finished trial.
+        hypermodel: the `VAEHyperModel(recipe)` to use (default: a new one).
     """
     tune = recipe["tune"]
     if strategy is None:
@@ -382,7 +394,7 @@ def build_tuner(recipe, directory, overwrite=False, strategy=None, report=True):
         project_name=PROJECT,
         overwrite=overwrite,
     )
-    hypermodel = VAEHyperModel(recipe)
+    hypermodel = hypermodel or VAEHyperModel(recipe)
     cls = TUNERS[tune["tuner"]]
     try:
         if tune["tuner"] == "hyperband":
@@ -464,10 +476,12 @@ def search(recipe, output=None, overwrite=False, verbose=1, top=3, report=True,
         raise FileExistsError(
             f"tuning folder {output} already exists (use --overwrite to replace it)"
         )
+    hypermodel = VAEHyperModel(recipe)
+    check_data(hypermodel)  # before an old folder is removed or any trial runs
     if part != "worker" and overwrite:
         shutil.rmtree(output, ignore_errors=True)
     output.mkdir(parents=True, exist_ok=True)
-    tuner = build_tuner(recipe, output, report=report)
+    tuner = build_tuner(recipe, output, report=report, hypermodel=hypermodel)
     if part == "chief":
         print(f"chief: oracle at {os.environ['KERASTUNER_ORACLE_IP']}:"
               f"{os.environ['KERASTUNER_ORACLE_PORT']}, waiting for workers", flush=True)
@@ -489,9 +503,9 @@ def search(recipe, output=None, overwrite=False, verbose=1, top=3, report=True,
         return result
     best_recipe = apply(recipe, best[0]["hyperparameters"])
     model = tuner.get_best_models(1)[0]
-    model.save(output / "model.keras")
-    (output / "recipe.json").write_text(json.dumps(best_recipe, indent=2, sort_keys=True) + "\n",
-                                        encoding="utf-8")
+    model.save(output / "partial-model.keras")  # then renamed: never half a model.keras
+    os.replace(output / "partial-model.keras", output / "model.keras")
+    runs._write_json_atomic(output / "recipe.json", best_recipe, indent=2)
     result["model"] = str(output / "model.keras")
     if export:
         result["export"] = str(_export(model, output))
