@@ -89,10 +89,11 @@ class BetaRecorder(keras.callbacks.Callback):
         self.betas.append(float(self.model.beta.numpy()))
 
 
-def _tiny_model(beta=1.0):
+def _tiny_model(beta=1.0, steps_per_execution=1):
+    # One step per call, so batch hooks (and β updates) run at every step.
     keras.utils.set_random_seed(0)
     model = DenseVAE(input_shape=(6,), latent_dim=3, hidden_units=(8,), beta=beta, seed=0)
-    model.compile(optimizer="adam")
+    model.compile(optimizer="adam", steps_per_execution=steps_per_execution)
     return model
 
 
@@ -109,6 +110,16 @@ def test_kl_annealing_linear_over_two_epochs():
     np.testing.assert_allclose(recorder.betas, expected, rtol=1e-6)
     np.testing.assert_allclose(history.history["beta"], [0.75, 2.0], rtol=1e-6)
     np.testing.assert_allclose(history.history["beta_end"], [1.5, 2.0], rtol=1e-6)
+
+
+def test_kl_annealing_with_several_steps_per_execution_holds_beta_per_call():
+    """With 2 steps per call, β follows the schedule at each call's first step."""
+    model, recorder = _tiny_model(steps_per_execution=2), BetaRecorder()
+    annealing = callbacks.KLAnnealing("linear", beta_max=2.0, warmup_epochs=1)
+    history = model.fit(X, epochs=2, batch_size=4, verbose=0, callbacks=[annealing, recorder])
+    np.testing.assert_allclose(recorder.betas, [0.0, 1.0, 2.0, 2.0], rtol=1e-6)
+    # The epoch mean of the β the steps used: (0 + 0 + 1 + 1) / 4.
+    np.testing.assert_allclose(history.history["beta"], [0.5, 2.0], rtol=1e-6)
 
 
 def test_kl_annealing_cyclical_uses_model_beta_as_peak():

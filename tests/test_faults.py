@@ -200,6 +200,7 @@ def test_poisoned_weights_stop_training_and_keep_last_good_checkpoint(tmp_path):
     recipe = recipes.load("mnist_dense", [
         "model.hidden_units=[16]", "model.latent_dim=2", "train.epochs=4",
         "evaluate.num_samples=5", "evaluate.examples=50",
+        "train.steps_per_execution=1",  # batch hooks every batch: poison batch 3 exactly
     ])
     output = tmp_path / "run"
     with pytest.raises(runs.TrainingDiverged) as caught:
