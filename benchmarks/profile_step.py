@@ -6,7 +6,8 @@ measurements, each in one process on the same data:
 
 1. `matmuls`: only the step's matrix products (the 6 forward products at batch 128,
    and for the backward pass each layer's weight gradient aᵀg and, except the first
-   layer, its input gradient gWᵀ), XLA-compiled, 50 steps per call;
+   layer, its input gradient gWᵀ), TensorFlow's matmul kernel, 50 steps per call;
+   `matmul_flops` is their FLOP count and `matmul_gflops` their rate;
 2. `xla_step_loop`: `model.train_step` on one fixed batch, XLA-compiled, 50 steps per
    call in a `tf.while_loop`: the whole step without an input pipeline or Python;
 3. `fit`: `model.fit` with the recipe's defaults (XLA, steps_per_execution) on the
@@ -69,7 +70,8 @@ def matmul_ms():
     x = tf.random.stateless_normal((BATCH, ENCODER[0]), seed=[9, 9])
     z = tf.random.stateless_normal((BATCH, DECODER[0]), seed=[8, 8])
 
-    @tf.function(jit_compile=True)
+    # Plain graph: XLA would rewrite sum(AᵀG) as (Σ rows A)ᵀ(Σ rows G) and skip work.
+    @tf.function(jit_compile=False)
     def products(x, z):
         total = tf.zeros(())
         for _ in range(STEPS):
@@ -79,13 +81,23 @@ def matmul_ms():
                     activations.append(tf.linalg.matmul(activations[-1], w))
                 grad = activations[-1]
                 for i in reversed(range(len(chain))):
-                    total += tf.reduce_sum(tf.linalg.matmul(activations[i], grad, transpose_a=True)[0])
+                    weight_grad = tf.linalg.matmul(activations[i], grad, transpose_a=True)
+                    total += tf.reduce_sum(weight_grad)
                     if i:
                         grad = tf.linalg.matmul(grad, chain[i], transpose_b=True)
-            x = x + 1e-9 * total  # a dependency between steps
+            x = x + 1e-9 * total  # dependencies between steps: no step is computed once
+            z = z + 1e-9 * total
         return total
 
     return timed(products, x, z) / STEPS * 1000
+
+
+def matmul_flops():
+    """FLOPs of the products `matmul_ms` times, per step."""
+    layers = list(zip(ENCODER, ENCODER[1:])) + list(zip(DECODER, DECODER[1:]))
+    forward = sum(2 * BATCH * a * b for a, b in layers)
+    input_grads = sum(2 * BATCH * a * b for a, b in layers[1:3] + layers[4:])
+    return 2 * forward + input_grads  # forward, weight gradients, input gradients
 
 
 def build(overrides=()):
@@ -132,10 +144,14 @@ def main():
     }
     for name, ms in figures.items():
         log(f"{name:>14}: {ms:6.2f} ms per step ({BATCH / ms * 1000:8,.0f} examples/s)")
+    gflops = matmul_flops() / figures["matmuls"] / 1e6
+    log(f"matmuls: {matmul_flops() / 1e6:.0f} MFLOP per step at {gflops:.0f} GFLOP/s")
     print(json.dumps({
         "benchmark": "profile_step",
         "batch_size": BATCH,
         "ms_per_step": {k: round(v, 3) for k, v in figures.items()},
+        "matmul_flops": matmul_flops(),
+        "matmul_gflops": round(gflops, 1),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "cpu_count": os.cpu_count(),

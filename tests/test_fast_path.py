@@ -153,3 +153,20 @@ def test_xla_evaluation_agrees_with_plain():
     plain = evaluate.log_likelihood(model, x, num_samples=2000, chunk_size=300)
     fast = evaluate.log_likelihood(model, x, num_samples=2000, chunk_size=300, jit_compile=True)
     assert abs(plain.mean() - fast.mean()) < 0.1, (plain, fast)
+
+
+def test_mixed_precision_trains_with_float32_distributions():
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        model = tiny_dense()
+        model.compile(optimizer="adam")
+        x = binary_data(n=16, shape=(6,))
+        history = model.fit(x, batch_size=4, epochs=2, verbose=0)
+        assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+        assert model.encoder.layers[1].compute_dtype == "float16"
+        assert model.encode(x).dtype == tf.float32
+        assert model.decode(model.encode(x).mean()).log_prob(x).dtype == tf.float32
+        assert np.isfinite(history.history["loss"]).all()
+    finally:
+        keras.config.set_dtype_policy(previous)
