@@ -42,9 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
-from train_throughput import matmul_peak_gflops  # noqa: E402
+from machine import environment, matmul_peak_gflops  # noqa: E402
 from vae_zoo import data, evaluate, recipes, runs  # noqa: E402
 
 
@@ -119,10 +118,7 @@ def main(argv=None):
         "flop_limit_seconds": round(limit, 2),
         "results": results,
         "note": "peak_rss_mb is cumulative: the second row includes the first's peak",
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "cpu_count": os.cpu_count(),
-        "date": time.strftime("%Y-%m-%d"),
+        **environment(),
     }), flush=True)
     return 0
 

@@ -39,6 +39,9 @@ import warnings  # noqa: E402
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from machine import environment  # noqa: E402
 from vae_zoo import recipes  # noqa: E402
 
 BATCH = 128
@@ -152,10 +155,7 @@ def main():
         "ms_per_step": {k: round(v, 3) for k, v in figures.items()},
         "matmul_flops": matmul_flops(),
         "matmul_gflops": round(gflops, 1),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "cpu_count": os.cpu_count(),
-        "date": time.strftime("%Y-%m-%d"),
+        **environment(),
     }), flush=True)
 
 

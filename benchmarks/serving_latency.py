@@ -36,6 +36,9 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from machine import environment  # noqa: E402
 from vae_zoo import data  # noqa: E402
 from vae_zoo import export as export_lib  # noqa: E402
 
@@ -96,9 +99,7 @@ def main(argv=None):
         "export": str(folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder),
         "requests": args.requests,
         "results": results,
-        "tensorflow": tf.__version__,
-        "cpu_count": os.cpu_count(),
-        "date": time.strftime("%Y-%m-%d"),
+        **environment(),
     }), flush=True)
     return 0
 

@@ -58,6 +58,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from baselines import keras_io_vae  # noqa: E402
+from machine import environment, matmul_peak_gflops  # noqa: E402
 from vae_zoo import data, evaluate, recipes  # noqa: E402
 
 RECIPES = {"dense": "mnist_dense", "conv": "mnist_conv"}
@@ -67,23 +68,6 @@ SEED = 0
 
 def log(*args):
     print(*args, file=sys.stderr, flush=True)
-
-
-def matmul_peak_gflops(n=1024, batch=8, trials=5):
-    """The best float32 matmul rate: `batch` n×n products, TensorFlow's own kernel
-    (oneDNN) and XLA's, best of `trials` timed runs each."""
-    a = tf.random.stateless_normal((batch, n, n), seed=[1, 2])
-    b = tf.random.stateless_normal((n, n), seed=[3, 4])
-    best = float("inf")
-    for jit in (False, True):
-        products = tf.function(lambda a, b: tf.reduce_sum(tf.linalg.matmul(a, b)),
-                               jit_compile=jit)
-        products(a, b).numpy()  # trace / compile
-        for _ in range(trials):
-            start = time.perf_counter()
-            products(a, b).numpy()
-            best = min(best, time.perf_counter() - start)
-    return 2 * batch * n**3 / best / 1e9
 
 
 def dense_training_flops(hidden_units=(512, 256), latent_dim=32, pixels=784):
@@ -219,10 +203,7 @@ def main(argv=None):
         "statistic": "median over timed epochs of examples_per_epoch / epoch_seconds",
         "results": results,
         "accuracy": accuracy,
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "cpu_count": os.cpu_count(),
-        "date": time.strftime("%Y-%m-%d"),
+        **environment(),
     }), flush=True)
     return 0
 

@@ -1,0 +1,37 @@
+"""What every speed benchmark reports about the machine: versions, CPUs, date, the
+float32 matmul peak."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import keras
+import tensorflow as tf
+
+
+def environment() -> dict:
+    """Versions, CPU count and date, for the JSON line of a benchmark."""
+    return {
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "cpu_count": os.cpu_count(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def matmul_peak_gflops(n=1024, batch=8, trials=5):
+    """The best float32 matmul rate: `batch` n×n products, TensorFlow's own kernel
+    (oneDNN) and XLA's, best of `trials` timed runs each."""
+    a = tf.random.stateless_normal((batch, n, n), seed=[1, 2])
+    b = tf.random.stateless_normal((n, n), seed=[3, 4])
+    best = float("inf")
+    for jit in (False, True):
+        products = tf.function(lambda a, b: tf.reduce_sum(tf.linalg.matmul(a, b)),
+                               jit_compile=jit)
+        products(a, b).numpy()  # trace / compile
+        for _ in range(trials):
+            start = time.perf_counter()
+            products(a, b).numpy()
+            best = min(best, time.perf_counter() - start)
+    return 2 * batch * n**3 / best / 1e9
