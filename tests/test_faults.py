@@ -85,7 +85,9 @@ class Kill(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         if point == "mid_epoch" and self.epoch == 2 and batch >= 10:
-            die()  # batch 11 of epoch 3: two epochs checkpointed, a third half done
+            # The first batch hook at or after batch 11 of epoch 3 (batch 32 of 40 with
+            # 32 steps per call): two epochs checkpointed, a third under way.
+            die()
 
     def on_epoch_end(self, epoch, logs=None):
         if point == "between_epochs" and epoch == 1:
