@@ -122,6 +122,15 @@ def test_kl_annealing_with_several_steps_per_execution_holds_beta_per_call():
     np.testing.assert_allclose(history.history["beta"], [0.5, 2.0], rtol=1e-6)
 
 
+def test_kl_annealing_counts_the_steps_of_a_short_last_execution():
+    """4 steps per epoch at 3 per call: calls start at steps 0 and 3, and epoch 2 at
+    global step 4 (not 6, the end of the second call's nominal range)."""
+    model, recorder = _tiny_model(steps_per_execution=3), BetaRecorder()
+    annealing = callbacks.KLAnnealing("linear", beta_max=2.0, warmup_epochs=2)
+    model.fit(X, epochs=2, batch_size=4, verbose=0, callbacks=[annealing, recorder])
+    np.testing.assert_allclose(recorder.betas, [0.0, 0.75, 1.0, 1.75], rtol=1e-6)
+
+
 def test_kl_annealing_cyclical_uses_model_beta_as_peak():
     """Cyclical over 2 epochs × 4 steps, 2 cycles, ratio 0.5; beta_max defaults to the model's β."""
     model, recorder = _tiny_model(beta=3.0), BetaRecorder()

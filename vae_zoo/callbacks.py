@@ -164,9 +164,14 @@ class KLAnnealing(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.steps_in_epoch = 0
+        self._iterations_at_epoch_begin = self._iterations()
         if epoch and not self.epoch_start and self.params.get("steps"):
             # fit resumed at `epoch` (BackupAndRestore): continue the schedule there
             self.epoch_start = epoch * self.params["steps"]
+
+    def _iterations(self):
+        optimizer = getattr(self.model, "optimizer", None)
+        return None if optimizer is None else int(optimizer.iterations.numpy())
 
     def on_train_batch_begin(self, batch, logs=None):
         # `batch` is the epoch's step index (the first step of the execution when
@@ -177,6 +182,11 @@ class KLAnnealing(keras.callbacks.Callback):
         self.steps_in_epoch = batch + 1
 
     def on_epoch_end(self, epoch, logs=None):
+        # With several steps per execution the last batch index Keras reports can pass
+        # the epoch's end (it is the first step + N − 1): count the optimizer's steps.
+        iterations = self._iterations()
+        if iterations is not None and self._iterations_at_epoch_begin is not None:
+            self.steps_in_epoch = iterations - self._iterations_at_epoch_begin
         self.epoch_start += self.steps_in_epoch
         if logs is not None:
             logs["beta_end"] = float(self.model.beta.numpy())
