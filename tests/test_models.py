@@ -188,9 +188,10 @@ def test_iwae_objective_trains_on_the_importance_weighted_bound():
     assert np.all(terms["iw_bound"].numpy() >= terms["elbo"].numpy() - 1e-4)  # Jensen, per example
     np.testing.assert_allclose(terms["elbo"], terms["reconstruction"] - terms["kl"], rtol=1e-5)
     model.compile(optimizer=keras.optimizers.Adam(1e-2))
-    history = model.fit(x, batch_size=8, epochs=3, verbose=0)
+    history = model.fit(x, batch_size=8, epochs=12, verbose=0)
     assert "iw_bound" in history.history
-    assert history.history["iw_bound"][-1] > history.history["iw_bound"][0]
+    # Training raises the bound by well over its epoch-to-epoch noise.
+    assert history.history["iw_bound"][-1] > history.history["iw_bound"][0] + 0.2
     clone = DenseVAE.from_config(model.get_config())
     assert clone.objective == "iwae" and clone.num_samples == 8
 
