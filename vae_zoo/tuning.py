@@ -387,7 +387,9 @@ def build_tuner(recipe, directory, overwrite=False, strategy=None, report=True, 
         )
     common = dict(
         objective=objective(recipe),
-        seed=tune["seed"],
+        # keras-tuner reads seed 0 as "no seed" (a fresh random one each search):
+        # shift, so every tune.seed, 0 included, repeats its search.
+        seed=tune["seed"] + 1,
         executions_per_trial=tune["executions_per_trial"],
         distribution_strategy=strategy if distribute.num_replicas(strategy) > 1 else None,
         directory=str(directory),
