@@ -65,14 +65,24 @@ def _check_inputs(model, x, y=None):
     return x
 
 
+def label_out_of_range(model, y):
+    """The first class label in `y` that a class-conditional model has no class for,
+    or None (also for models without `num_classes`)."""
+    num_classes = getattr(model, "num_classes", None)
+    y = np.asarray(y)
+    if num_classes is None or not y.size:
+        return None
+    bad = y[(y < 0) | (y >= num_classes)]
+    return bad[0] if bad.size else None
+
+
 def _check_labels(model, x, y):
     y = np.asarray(y)
     if len(y) != len(x):
         raise ValueError(f"{len(y)} labels for {len(x)} examples")
-    num_classes = getattr(model, "num_classes", None)
-    if num_classes is not None and y.size and (y.min() < 0 or y.max() >= num_classes):
-        bad = y[(y < 0) | (y >= num_classes)][0]
-        raise ValueError(f"labels must lie in [0, {num_classes}), got label {bad}")
+    bad = label_out_of_range(model, y)
+    if bad is not None:
+        raise ValueError(f"labels must lie in [0, {model.num_classes}), got label {bad}")
 
 
 def log_likelihood(model, x, num_samples=1000, batch_size=None, chunk_size=None, seed=0, y=None,

@@ -130,16 +130,15 @@ def _monitoring_callbacks(recipe, model, x_test, y_test, folder):
 
 def _check_labels(recipe, model, *label_arrays):
     """Refuse class labels a conditional model has no class for (before any training)."""
-    num_classes = getattr(model, "num_classes", None)
-    if not model.conditional or not num_classes:
-        return
+    from vae_zoo import evaluate
+
     for y in label_arrays:
-        y = np.asarray(y)
-        bad = y[(y < 0) | (y >= num_classes)] if y.size else y
-        if bad.size:
+        bad = evaluate.label_out_of_range(model, y)
+        if bad is not None:
             raise ValueError(
-                f"dataset {recipe['data']['dataset']!r} has labels outside [0, {num_classes}) "
-                f"(got label {bad[0]}); set model.num_classes to its number of classes"
+                f"dataset {recipe['data']['dataset']!r} has labels outside "
+                f"[0, {model.num_classes}) (got label {bad}); set model.num_classes to its "
+                "number of classes"
             )
 
 
