@@ -112,23 +112,84 @@ def test_kl_annealing_linear_over_two_epochs():
     np.testing.assert_allclose(history.history["beta_end"], [1.5, 2.0], rtol=1e-6)
 
 
-def test_kl_annealing_with_several_steps_per_execution_holds_beta_per_call():
-    """With 2 steps per call, β follows the schedule at each call's first step."""
+def test_kl_annealing_with_several_steps_per_execution_changes_beta_every_step():
+    """With 2 steps per call the hooks run per call, but each step reads its own β."""
     model, recorder = _tiny_model(steps_per_execution=2), BetaRecorder()
     annealing = callbacks.KLAnnealing("linear", beta_max=2.0, warmup_epochs=1)
     history = model.fit(X, epochs=2, batch_size=4, verbose=0, callbacks=[annealing, recorder])
-    np.testing.assert_allclose(recorder.betas, [0.0, 1.0, 2.0, 2.0], rtol=1e-6)
-    # The epoch mean of the β the steps used: (0 + 0 + 1 + 1) / 4.
-    np.testing.assert_allclose(history.history["beta"], [0.5, 2.0], rtol=1e-6)
+    np.testing.assert_allclose(recorder.betas, [0.5, 1.5, 2.0, 2.0], rtol=1e-6)  # calls' last steps
+    # The epoch mean of the β the steps used: (0 + 0.5 + 1 + 1.5) / 4, as with one step per call.
+    np.testing.assert_allclose(history.history["beta"], [0.75, 2.0], rtol=1e-6)
+    np.testing.assert_allclose(history.history["beta_end"], [1.5, 2.0], rtol=1e-6)
 
 
 def test_kl_annealing_counts_the_steps_of_a_short_last_execution():
-    """4 steps per epoch at 3 per call: calls start at steps 0 and 3, and epoch 2 at
+    """4 steps per epoch at 3 per call: calls run steps 0-2 and 3, and epoch 2 starts at
     global step 4 (not 6, the end of the second call's nominal range)."""
     model, recorder = _tiny_model(steps_per_execution=3), BetaRecorder()
     annealing = callbacks.KLAnnealing("linear", beta_max=2.0, warmup_epochs=2)
     model.fit(X, epochs=2, batch_size=4, verbose=0, callbacks=[annealing, recorder])
-    np.testing.assert_allclose(recorder.betas, [0.0, 0.75, 1.0, 1.75], rtol=1e-6)
+    np.testing.assert_allclose(recorder.betas, [0.5, 0.75, 1.5, 1.75], rtol=1e-6)
+
+
+@pytest.mark.parametrize("schedule, options, jit_compile", [
+    ("linear", dict(warmup_steps=6), False),
+    ("linear", dict(warmup_steps=6), True),
+    ("sigmoid", dict(warmup_epochs=1.5), True),
+    ("cyclical", dict(cycles=3), False),
+])
+def test_kl_annealing_trains_the_same_at_any_steps_per_execution(schedule, options, jit_compile):
+    """The in-graph schedule is exact: 8 steps at 3 per call give the weights of 8 calls
+    of one step (the seeds advance the same way), compiled or not."""
+    weights = []
+    for spe in (1, 3):
+        keras.utils.set_random_seed(0)
+        model = DenseVAE(input_shape=(6,), latent_dim=3, hidden_units=(8,), seed=0)
+        model.compile(optimizer="adam", steps_per_execution=spe, jit_compile=jit_compile)
+        annealing = callbacks.KLAnnealing(schedule, beta_max=2.0, **options)
+        history = model.fit(X, epochs=2, batch_size=4, verbose=0, shuffle=False,
+                            callbacks=[annealing])
+        weights.append([w.numpy() for w in model.weights] + [history.history["beta"]])
+    for a, b in zip(*weights):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_later_fit_without_kl_annealing_keeps_beta():
+    """The schedule leaves the compiled step when its fit ends."""
+    model = _tiny_model(steps_per_execution=2)
+    model.fit(X, epochs=1, batch_size=4, verbose=0,
+              callbacks=[callbacks.KLAnnealing("linear", beta_max=2.0, warmup_steps=100)])
+    assert model.beta_schedule is None
+    model.beta.assign(0.3)
+    history = model.fit(X, epochs=1, batch_size=4, verbose=0)
+    np.testing.assert_allclose(history.history["beta"], [0.3], rtol=1e-6)
+    assert float(model.beta.numpy()) == pytest.approx(0.3)
+
+
+def test_a_fit_that_fails_takes_the_schedule_out_too():
+    class Boom(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise RuntimeError("boom")
+
+    model = _tiny_model(steps_per_execution=2)
+    annealing = callbacks.KLAnnealing("linear", beta_max=2.0, warmup_steps=100)
+    with pytest.raises(RuntimeError, match="boom"):
+        model.fit(X, epochs=2, batch_size=4, verbose=0, callbacks=[annealing, Boom()])
+    assert model.beta_schedule is None
+    model.beta.assign(0.3)
+    model.fit(X, epochs=1, batch_size=4, verbose=0)
+    assert float(model.beta.numpy()) == pytest.approx(0.3)
+
+
+def test_schedules_accept_tensor_steps():
+    """In the compiled step the schedule gets the optimizer's counter as a tensor."""
+    options = dict(beta_min=0.0, beta_max=1.0, warmup_steps=10, total_steps=40, cycles=2, ratio=0.5)
+    steps = tf.constant([0, 3, 10, 25], tf.int64)
+    for name in ("constant", "linear", "sigmoid", "cyclical"):
+        fn = SCHEDULES.get(name)
+        values = fn(steps, **options)
+        assert tf.is_tensor(values) and values.shape == (4,)
+        np.testing.assert_allclose(values.numpy(), [fn(int(s), **options) for s in steps], rtol=1e-12)
 
 
 def test_kl_annealing_cyclical_uses_model_beta_as_peak():

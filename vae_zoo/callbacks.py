@@ -12,27 +12,44 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from vae_zoo.registry import Registry
 
 SCHEDULES = Registry("annealing schedule")
 
 
-@SCHEDULES.register("constant")
+def _schedule(fn):
+    """Registers `fn(step, **options)`, written in TensorFlow ops on a float64 `step`.
+
+    Called with a Python number it returns a Python float; with a tensor (the optimizer's
+    step counter inside the compiled training step) a float64 tensor.
+    """
+
+    @functools.wraps(fn)
+    def schedule(step, **options):
+        value = fn(tf.cast(step, tf.float64), **options)
+        return value if tf.is_tensor(step) else float(value)
+
+    return SCHEDULES.register(fn.__name__)(schedule)
+
+
+@_schedule
 def constant(step, *, beta_max, **_):
     """β = beta_max throughout."""
-    return beta_max
+    return tf.fill(tf.shape(step), tf.constant(beta_max, tf.float64))
 
 
-@SCHEDULES.register("linear")
+@_schedule
 def linear(step, *, beta_min, beta_max, warmup_steps, **_):
     """β rises linearly from beta_min to beta_max over warmup_steps, then stays."""
-    fraction = min(1.0, step / max(warmup_steps, 1))
+    fraction = tf.minimum(step / max(warmup_steps, 1), 1.0)
     return beta_min + (beta_max - beta_min) * fraction
 
 
@@ -40,20 +57,20 @@ def _logistic(t):
     return 1.0 / (1.0 + math.exp(-t))
 
 
-@SCHEDULES.register("sigmoid")
+@_schedule
 def sigmoid(step, *, beta_min, beta_max, warmup_steps, steepness=10.0, **_):
     """β follows a logistic curve centred at warmup_steps / 2.
 
     The curve is rescaled so that β is exactly beta_min at step 0 and exactly beta_max
     from warmup_steps on; `steepness` sets how sharp the rise in the middle is.
     """
-    fraction = min(1.0, step / max(warmup_steps, 1))
+    fraction = tf.minimum(step / max(warmup_steps, 1), 1.0)
     low, high = _logistic(-steepness / 2), _logistic(steepness / 2)
-    s = (_logistic(steepness * (fraction - 0.5)) - low) / (high - low)
-    return beta_min + (beta_max - beta_min) * s
+    s = (tf.sigmoid(steepness * (fraction - 0.5)) - low) / (high - low)
+    return beta_min + (beta_max - beta_min) * tf.clip_by_value(s, 0.0, 1.0)
 
 
-@SCHEDULES.register("cyclical")
+@_schedule
 def cyclical(step, *, beta_min, beta_max, total_steps, cycles=4, ratio=0.5, **_):
     """Cyclical annealing (Fu et al. 2019, arXiv:1903.10145).
 
@@ -61,16 +78,23 @@ def cyclical(step, *, beta_min, beta_max, total_steps, cycles=4, ratio=0.5, **_)
     beta_min to beta_max over the first `ratio` of the period and then stays at beta_max.
     """
     period = max(total_steps / cycles, 1.0)
-    position = (step % period) / period
-    return beta_min + (beta_max - beta_min) * min(1.0, position / ratio)
+    position = tf.math.floormod(step, period) / period
+    return beta_min + (beta_max - beta_min) * tf.minimum(position / ratio, 1.0)
 
 
 class KLAnnealing(keras.callbacks.Callback):
-    """Sets `model.beta` before every training step from a schedule of the global step.
+    """Sets `model.beta` at every training step from a schedule of the global step.
 
     The global step counts every batch since this callback's first `fit` (so the
-    schedule continues across epochs and across `fit` calls). β is logged per epoch as the "beta" metric of
-    the model (mean over the epoch's steps) and here as "beta_end" (β at epoch end).
+    schedule continues across epochs and across `fit` calls). β is logged per epoch as
+    the "beta" metric of the model (mean over the epoch's steps) and here as "beta_end"
+    (β at epoch end).
+
+    With `compile(steps_per_execution=N > 1)` (the default fast path runs 32 steps per
+    call) Keras calls the batch hooks once per N steps, so the schedule goes into the
+    compiled step instead: each step reads β from the optimizer's step counter, exactly
+    as with one step per call. The model's training function is retraced for such a
+    `fit`, and `VAE.fit` takes the schedule out again when it returns.
 
     Args:
         schedule: "linear", "sigmoid", "cyclical" or "constant".
@@ -125,6 +149,8 @@ class KLAnnealing(keras.callbacks.Callback):
         self.epoch_start = 0  # global step at the start of the current epoch
         self.steps_in_epoch = 0
         self._options = None
+        # optimizer.iterations − global step, read by the compiled step (in-graph β)
+        self._step_offset = tf.Variable(0, dtype=tf.int64, trainable=False)
 
     def _steps_per_epoch(self, what):
         steps = self.params.get("steps")
@@ -157,10 +183,20 @@ class KLAnnealing(keras.callbacks.Callback):
             ratio=self.ratio,
             steepness=self.steepness,
         )
+        if (getattr(self.model, "steps_per_execution", 1) or 1) > 1 and hasattr(
+            self.model, "beta_schedule"
+        ):
+            self.model.beta_schedule = self.graph_value
+            self.model.make_train_function(force=True)  # trace with this schedule
 
     def value(self, step):
         """β at global step `step` (after `on_train_begin`)."""
         return float(self.schedule_fn(step, **self._options))
+
+    def graph_value(self, iterations):
+        """β (float32 tensor) for the step the optimizer's counter `iterations` is at."""
+        step = tf.cast(iterations, tf.int64) - self._step_offset
+        return tf.cast(self.schedule_fn(step, **self._options), tf.float32)
 
     def on_epoch_begin(self, epoch, logs=None):
         self.steps_in_epoch = 0
@@ -168,6 +204,8 @@ class KLAnnealing(keras.callbacks.Callback):
         if epoch and not self.epoch_start and self.params.get("steps"):
             # fit resumed at `epoch` (BackupAndRestore): continue the schedule there
             self.epoch_start = epoch * self.params["steps"]
+        if self._iterations_at_epoch_begin is not None:
+            self._step_offset.assign(self._iterations_at_epoch_begin - self.epoch_start)
 
     def _iterations(self):
         optimizer = getattr(self.model, "optimizer", None)

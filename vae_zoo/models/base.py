@@ -133,6 +133,9 @@ class VAE(keras.Model):
             dtype="float32",
         )
         self.seed_generator = keras.random.SeedGenerator(seed)
+        # Optional β(step) read inside train_step: fn(optimizer.iterations) -> float32
+        # tensor; set by callbacks.KLAnnealing when several steps run per call.
+        self.beta_schedule = None
         names = METRIC_NAMES + (("iw_bound",) if objective == "iwae" else ())
         self.trackers = [keras.metrics.Mean(name=name) for name in names]
         # Wiring: create every variable now, so the model can be saved, restored,
@@ -302,7 +305,8 @@ class VAE(keras.Model):
                 steps per call of the compiled function, which removes the per-step
                 Python and dispatch overhead, or 1 under a `tf.distribute` strategy
                 (Keras 3.15 fails there with more). An int as in Keras. With N > 1,
-                callbacks' batch hooks run every N steps.
+                callbacks' batch hooks run every N steps (`KLAnnealing` puts its β
+                schedule into the compiled step through `beta_schedule`).
             optimizer, **kwargs: as in `keras.Model.compile`.
         """
         distributed = getattr(self, "_distribute_strategy", None) is not None
@@ -372,8 +376,20 @@ class VAE(keras.Model):
             tracker.update_state(values[tracker.name])
         return {tracker.name: tracker.result() for tracker in self.trackers}
 
+    def fit(self, *args, **kwargs):
+        """`keras.Model.fit`. A β schedule that a callback put into the compiled step
+        (`callbacks.KLAnnealing`) is taken out when fit ends, even by an exception."""
+        try:
+            return super().fit(*args, **kwargs)
+        finally:
+            if self.beta_schedule is not None:
+                self.beta_schedule = None
+                self.train_function = None  # the next fit traces a step without it
+
     def train_step(self, data):
         inputs = self.unpack_inputs(data)
+        if self.beta_schedule is not None:
+            self.beta.assign(self.beta_schedule(self.optimizer.iterations))
         with tf.GradientTape() as tape:
             terms = self.compute_terms(inputs, training=True)
             # Estimators whose gradient is not the gradient of the loss (score
