@@ -101,3 +101,20 @@ def test_pca_projection_matches_svd():
     xy = plots.pca_2d(points)
     assert xy.shape == (50, 2)
     assert np.var(xy[:, 0]) > np.var(xy[:, 1]) > np.var(points[:, 2])
+
+
+def test_plots_leave_the_matplotlib_backend_alone(tmp_path):
+    """A notebook's inline backend survives writing PNGs (no pyplot, no matplotlib.use)."""
+    import matplotlib
+
+    matplotlib.use("svg")  # any backend the caller chose; not the file-only Agg default
+    try:
+        rng = np.random.default_rng(0)
+        plots.save_grid(rng.random((4, 5, 5, 1)), tmp_path / "grid.png")
+        plots.save_grid(rng.random((4, 5, 5, 3)), tmp_path / "rgb.png")
+        plots.save_latent_scatter(rng.normal(size=(20, 4)), np.arange(20) % 3, tmp_path / "s.png")
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use("Agg")
+    for name in ("grid.png", "rgb.png", "s.png"):
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"

@@ -26,16 +26,16 @@ def tile(images, columns=None) -> np.ndarray:
 
 
 def save_array(grid, path) -> None:
-    """Write one `[H, W, C]` image in [0, 1] (C = 1 or 3) as a PNG."""
-    import matplotlib
+    """Write one `[H, W, C]` image in [0, 1] (C = 1 or 3) as a PNG.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Uses no pyplot and leaves matplotlib's backend alone (notebooks keep theirs).
+    """
+    from matplotlib import image
 
     if grid.shape[-1] == 1:
-        plt.imsave(path, grid[..., 0], cmap="gray", vmin=0.0, vmax=1.0)
+        image.imsave(path, grid[..., 0], cmap="gray", vmin=0.0, vmax=1.0)
     else:
-        plt.imsave(path, np.clip(grid, 0.0, 1.0))
+        image.imsave(path, np.clip(grid, 0.0, 1.0))
 
 
 def save_grid(images, path, columns=None) -> None:
@@ -75,15 +75,13 @@ def pca_2d(points):
 
 def save_latent_scatter(means, labels, path, title=None) -> None:
     """2-D scatter of posterior means coloured by label (PCA when latent_dim > 2)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend is untouched
 
     means = np.asarray(means).reshape(len(means), -1)
     xy = pca_2d(means)
     projected = means.shape[1] > 2
-    fig, ax = plt.subplots(figsize=(6, 5), dpi=100)
+    fig = Figure(figsize=(6, 5), dpi=100)
+    ax = fig.subplots()
     points = ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap="tab10", s=6, alpha=0.8)
     if labels is not None:
         fig.colorbar(points, ax=ax, label="label")
@@ -92,4 +90,3 @@ def save_latent_scatter(means, labels, path, title=None) -> None:
     ax.set_title(title or ("latent means (PCA projection)" if projected else "latent means"))
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
