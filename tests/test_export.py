@@ -386,14 +386,15 @@ def test_shipped_model_serves_the_readme_example():
     x = np.array([row["x"] for row in request["instances"]], np.float32)
     assert x.shape == (1, 28, 28, 1) and set(np.unique(x)) <= {0.0, 1.0}
     out = signatures[request["signature_name"]](x=tf.constant(x))
+    # The JSON was computed on another CPU: float32 matmul kernels differ by instruction set.
     for key in ("mean", "stddev"):
-        np.testing.assert_allclose(out[key][0], response["predictions"][0][key], rtol=1e-6)
+        np.testing.assert_allclose(out[key][0], response["predictions"][0][key], rtol=1e-5, atol=1e-5)
 
     request = json.loads((examples / "log_likelihood_request.json").read_text())
     response = json.loads((examples / "log_likelihood_response.json").read_text())
     inputs = {k: tf.constant(v, tf.float32 if k == "x" else tf.int32) for k, v in request["inputs"].items()}
     out = signatures["log_likelihood"](**inputs)["log_likelihood"]
-    np.testing.assert_allclose(out, response["outputs"], rtol=1e-6)
+    np.testing.assert_allclose(out, response["outputs"], rtol=1e-5)
 
 
 def test_shipped_model_samples_with_no_training(tmp_path):
