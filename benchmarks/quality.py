@@ -9,13 +9,16 @@ ELBO on the 1,000 test digits (binarized with the same fixed generator):
 - vanilla: the ELBO with one reparameterized sample;
 - iwae_k5, iwae_k50: the importance-weighted bound with K = 5 and K = 50;
 - mixture_prior: a learned mixture of 10 Gaussians as p(z);
-- kl_annealing: the ELBO with β rising linearly from 0 to 1 over the first 10 epochs.
+- kl_annealing: the ELBO with β rising linearly from 0 to 1 over the first 10 epochs;
+- iwae_k50_annealed: both, the K = 50 importance-weighted bound with the same β warm-up
+  (β weighs log p(z) − log q(z|x) inside each importance weight).
 
 All configurations see the same data in the same order (tf.data reshuffled every epoch
 from one seed) and train for the same number of epochs.
 
 Run:
-    python benchmarks/quality.py               # all configurations, about 10 minutes on 2 cores
+    python benchmarks/quality.py               # all configurations, about 15 minutes on 2 cores
+    python benchmarks/quality.py --seeds 0 1 2    # three runs of each, with mean/min/max
     python benchmarks/quality.py --epochs 2 --only vanilla iwae_k5   # a quick look
 
 Prints a table to stderr and one JSON line to stdout.
@@ -42,8 +45,10 @@ CONFIGS = {
     "iwae_k5": {"objective": "iwae", "num_samples": 5},
     "iwae_k50": {"objective": "iwae", "num_samples": 50},
     "mixture_prior": {"prior": {"name": "mixture_of_gaussians", "num_components": 10}},
-    "kl_annealing": {},  # plus the callback below
+    "kl_annealing": {},
+    "iwae_k50_annealed": {"objective": "iwae", "num_samples": 50},
 }
+ANNEALED = ("kl_annealing", "iwae_k50_annealed")  # β rises linearly from 0 over 10 epochs
 
 
 def binarized_mnist(seed=0):
@@ -58,10 +63,10 @@ def run(name, x_train, x_test, epochs, eval_samples, seed):
     keras.utils.set_random_seed(seed)
     model = DenseVAE((28, 28, 1), latent_dim=32, hidden_units=(512, 256), seed=seed, **CONFIGS[name])
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    callbacks = [KLAnnealing("linear", warmup_epochs=min(10, epochs))] if name == "kl_annealing" else []
+    callbacks = [KLAnnealing("linear", warmup_epochs=min(10, epochs))] if name in ANNEALED else []
     train = data.make_dataset(x_train, batch_size=128, shuffle=True, seed=seed)
     start = time.perf_counter()
-    model.fit(train, epochs=epochs, verbose=0, callbacks=callbacks)
+    model.fit(train, epochs=epochs, verbose=0, callbacks=callbacks, shuffle=False)
     train_seconds = time.perf_counter() - start
     start = time.perf_counter()
     summary = evaluate.summarize(model, x_test, num_samples=eval_samples, seed=seed)
@@ -76,35 +81,80 @@ def run(name, x_train, x_test, epochs, eval_samples, seed):
     }
 
 
-def main():
+def summarize_seeds(results):
+    """Per configuration over the seeds: mean, min and max test IW log-likelihood and
+    gain over vanilla (the gain is taken seed by seed, against that seed's vanilla)."""
+    by_seed = {}
+    for r in results:
+        by_seed.setdefault(r["seed"], {})[r["config"]] = r
+    summary = {}
+    for name in dict.fromkeys(r["config"] for r in results):
+        runs = [seed_results[name] for seed_results in by_seed.values() if name in seed_results]
+        values = [r["test_log_likelihood"] for r in runs]
+        gains = [r["gain_over_vanilla"] for r in runs if "gain_over_vanilla" in r]
+        summary[name] = {
+            "seeds": [r["seed"] for r in runs],
+            "mean_log_likelihood": round(sum(values) / len(values), 2),
+            "min_log_likelihood": min(values),
+            "max_log_likelihood": max(values),
+        }
+        if gains:
+            summary[name].update(mean_gain=round(sum(gains) / len(gains), 2),
+                                 min_gain=min(gains), max_gain=max(gains))
+    return summary
+
+
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--eval-samples", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
+                        help="one run of every configuration per seed (binarization, "
+                             "initialization, data order and noise)")
     parser.add_argument("--only", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
-    args = parser.parse_args()
+    parser.add_argument("--limit", type=int, default=None,
+                        help="use only the first N train and N test digits (a smoke run)")
+    args = parser.parse_args(argv)
+    if args.limit is not None and args.limit < 1:
+        parser.error("--limit must be >= 1")
 
-    x_train, x_test = binarized_mnist(args.seed)
     results = []
-    for name in args.only:
-        results.append(run(name, x_train, x_test, args.epochs, args.eval_samples, args.seed))
-        r = results[-1]
-        print(f"{name:>14}  IW log p(x) {r['test_log_likelihood']:8.2f}  ELBO {r['test_elbo']:8.2f}"
-              f"  KL {r['test_kl']:6.2f}  active {r['active_units']:2d}  "
-              f"train {r['train_seconds']:6.1f} s", file=sys.stderr, flush=True)
-    vanilla = next((r for r in results if r["config"] == "vanilla"), None)
-    if vanilla:
-        for r in results:
-            r["gain_over_vanilla"] = round(r["test_log_likelihood"] - vanilla["test_log_likelihood"], 2)
+    for seed in args.seeds:
+        x_train, x_test = binarized_mnist(seed)
+        x_train, x_test = x_train[: args.limit], x_test[: args.limit]
+        seed_results = []
+        for name in args.only:
+            r = dict(run(name, x_train, x_test, args.epochs, args.eval_samples, seed), seed=seed)
+            seed_results.append(r)
+            print(f"seed {seed}  {name:>17}  IW log p(x) {r['test_log_likelihood']:8.2f}  "
+                  f"ELBO {r['test_elbo']:8.2f}  KL {r['test_kl']:6.2f}  "
+                  f"active {r['active_units']:2d}  train {r['train_seconds']:6.1f} s",
+                  file=sys.stderr, flush=True)
+        vanilla = next((r for r in seed_results if r["config"] == "vanilla"), None)
+        if vanilla:
+            for r in seed_results:
+                r["gain_over_vanilla"] = round(
+                    r["test_log_likelihood"] - vanilla["test_log_likelihood"], 2)
+        results += seed_results
+    summary = summarize_seeds(results)
+    if len(args.seeds) > 1:
+        for name, s in summary.items():
+            gain = (f"  gain over vanilla {s['mean_gain']:+.2f} (from {s['min_gain']:+.2f} "
+                    f"to {s['max_gain']:+.2f})") if "mean_gain" in s else ""
+            print(f"mean of {len(s['seeds'])} seeds  {name:>17}  IW log p(x) "
+                  f"{s['mean_log_likelihood']:8.2f}{gain}", file=sys.stderr)
     print(json.dumps({
         "benchmark": "quality",
         "model": "dense_784-512-256_z32_bernoulli",
         "data": "mnist_sample statically binarized (numpy default_rng(seed), train then test)",
         "epochs": args.epochs,
         "batch_size": 128,
+        "train_examples": int(len(x_train)),
         "eval_samples": args.eval_samples,
         "test_examples": int(len(x_test)),
+        "seeds": args.seeds,
         "results": results,
+        "summary": summary,
         "vae_zoo": vae_zoo.__version__,
         "keras": keras.__version__,
     }))
