@@ -24,6 +24,9 @@ TINY = [
     "--set", "train.epochs=4",
     "--set", "evaluate.num_samples=5",
     "--set", "evaluate.examples=50",
+    # The plain step: these tests are about files and resumption, and each training
+    # process saves ~5 s of XLA compilation (the XLA path is tested in test_fast_path).
+    "--set", "train.jit_compile=false",
     "--quiet",
 ]
 

@@ -20,8 +20,10 @@ from vae_zoo import cli, recipes, tuning
 from vae_zoo.recipes import RecipeError
 
 # Tiny trials: 1 epoch of an 8-unit dense VAE on 4,500 digits (500 held out).
+# Plain steps (train.jit_compile=false): every trial builds a new model, and these tests
+# are about the search, not the compiled step (XLA is tested in test_fast_path).
 TINY = ["model.latent_dim=2", "model.hidden_units=[8]", "data.batch_size=250",
-        "train.epochs=1", "annealing.schedule=none", "tune.epochs=1"]
+        "train.epochs=1", "annealing.schedule=none", "tune.epochs=1", "train.jit_compile=false"]
 SPACE = ["tune.latent_dim=[1,2]", "tune.beta={min=0.5,max=2.0,sampling='log'}",
          "tune.learning_rate={min=1e-3,max=1e-2,sampling='log'}", "tune.hidden_width=[4,8]"]
 
