@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
+import operator
+import types
 from pathlib import Path
 
 import keras
@@ -25,61 +28,74 @@ from vae_zoo.registry import Registry
 SCHEDULES = Registry("annealing schedule")
 
 
-def _schedule(fn):
-    """Registers `fn(step, **options)`, written in TensorFlow ops on a float64 `step`.
+def _logistic(t):
+    return 1.0 / (1.0 + math.exp(-t))
 
-    Called with a Python number it returns a Python float; with a tensor (the optimizer's
-    step counter inside the compiled training step) a float64 tensor.
+
+# The few operations the schedules use, for Python floats (the callback's per-call
+# value, no TensorFlow dispatch) and for tensors (the compiled step's counter).
+_PYTHON_OPS = types.SimpleNamespace(minimum=min, maximum=max, sigmoid=_logistic, mod=operator.mod)
+_TENSOR_OPS = types.SimpleNamespace(
+    minimum=tf.minimum,
+    maximum=tf.maximum,
+    sigmoid=lambda t: tf.sigmoid(tf.cast(t, tf.float64)),  # also of Python constants
+    mod=tf.math.floormod,
+)
+
+
+def _schedule(fn):
+    """Registers `fn(step, ops, **options)`, written once with the operations in `ops`.
+
+    Called with a Python number the schedule returns a Python float; with a tensor (the
+    optimizer's step counter inside the compiled training step) a float64 tensor.
     """
 
     @functools.wraps(fn)
     def schedule(step, **options):
-        value = fn(tf.cast(step, tf.float64), **options)
-        return value if tf.is_tensor(step) else float(value)
+        if isinstance(step, numbers.Real):  # also NumPy scalars
+            return float(fn(float(step), _PYTHON_OPS, **options))
+        return fn(tf.cast(step, tf.float64), _TENSOR_OPS, **options)
 
     return SCHEDULES.register(fn.__name__)(schedule)
 
 
 @_schedule
-def constant(step, *, beta_max, **_):
+def constant(step, ops, *, beta_max, **_):
     """β = beta_max throughout."""
-    return tf.fill(tf.shape(step), tf.constant(beta_max, tf.float64))
+    return beta_max + 0.0 * step  # step's shape: a float, or a tensor like the counter
 
 
 @_schedule
-def linear(step, *, beta_min, beta_max, warmup_steps, **_):
+def linear(step, ops, *, beta_min, beta_max, warmup_steps, **_):
     """β rises linearly from beta_min to beta_max over warmup_steps, then stays."""
-    fraction = tf.minimum(step / max(warmup_steps, 1), 1.0)
+    fraction = ops.minimum(step / max(warmup_steps, 1), 1.0)
     return beta_min + (beta_max - beta_min) * fraction
 
 
-def _logistic(t):
-    return 1.0 / (1.0 + math.exp(-t))
-
-
 @_schedule
-def sigmoid(step, *, beta_min, beta_max, warmup_steps, steepness=10.0, **_):
+def sigmoid(step, ops, *, beta_min, beta_max, warmup_steps, steepness=10.0, **_):
     """β follows a logistic curve centred at warmup_steps / 2.
 
     The curve is rescaled so that β is exactly beta_min at step 0 and exactly beta_max
     from warmup_steps on; `steepness` sets how sharp the rise in the middle is.
     """
-    fraction = tf.minimum(step / max(warmup_steps, 1), 1.0)
-    low, high = _logistic(-steepness / 2), _logistic(steepness / 2)
-    s = (tf.sigmoid(steepness * (fraction - 0.5)) - low) / (high - low)
-    return beta_min + (beta_max - beta_min) * tf.clip_by_value(s, 0.0, 1.0)
+    fraction = ops.minimum(step / max(warmup_steps, 1), 1.0)
+    # The same sigmoid at both ends, so β is exactly beta_min / beta_max there.
+    low, high = ops.sigmoid(-steepness / 2), ops.sigmoid(steepness / 2)
+    s = (ops.sigmoid(steepness * (fraction - 0.5)) - low) / (high - low)
+    return beta_min + (beta_max - beta_min) * ops.minimum(ops.maximum(s, 0.0), 1.0)
 
 
 @_schedule
-def cyclical(step, *, beta_min, beta_max, total_steps, cycles=4, ratio=0.5, **_):
+def cyclical(step, ops, *, beta_min, beta_max, total_steps, cycles=4, ratio=0.5, **_):
     """Cyclical annealing (Fu et al. 2019, arXiv:1903.10145).
 
     Training is split into `cycles` equal periods; in each, β rises linearly from
     beta_min to beta_max over the first `ratio` of the period and then stays at beta_max.
     """
     period = max(total_steps / cycles, 1.0)
-    position = tf.math.floormod(step, period) / period
-    return beta_min + (beta_max - beta_min) * tf.minimum(position / ratio, 1.0)
+    position = ops.mod(step, period) / period
+    return beta_min + (beta_max - beta_min) * ops.minimum(position / ratio, 1.0)
 
 
 class KLAnnealing(keras.callbacks.Callback):
