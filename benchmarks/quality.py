@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 
 import vae_zoo  # noqa: E402
 from vae_zoo import data, evaluate  # noqa: E402
-from vae_zoo.callbacks import KLAnnealing  # noqa: E402
+from vae_zoo.training.callbacks import KLAnnealing  # noqa: E402
 from vae_zoo.models import DenseVAE  # noqa: E402
 
 CONFIGS = {

@@ -1,24 +1,15 @@
-"""Shared test helpers: tiny models and data, eager/compiled checks, slow-test opt-in."""
+"""Shared test helpers: tiny models and data, eager/compiled checks.
+
+Tests marked `slow` (subprocesses, notebooks, multi-device and end-to-end runs) run in
+README's test command with the rest; `pytest -m "not slow"` leaves them out for a
+quick edit loop. `family_case.py` holds the shared checks every model family passes.
+"""
 
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-
-def pytest_addoption(parser):
-    parser.addoption("--runslow", action="store_true", help="run tests marked slow")
-
-
-def pytest_collection_modifyitems(config, items):
-    if config.getoption("--runslow"):
-        return
-    skip = pytest.mark.skip(reason="slow: opt in with --runslow")
-    for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
 
 
 def binary_data(n=16, shape=(6,), seed=0):

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# Subprocesses, several devices or whole runs: out of the quick `-m "not slow"` loop.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

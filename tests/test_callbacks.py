@@ -1,4 +1,5 @@
-"""Tests for `vae_zoo.callbacks`: β schedules by hand, and `KLAnnealing` during `fit`."""
+"""Tests for `vae_zoo.callbacks` and `vae_zoo.schedules`: β schedules by hand, as a
+model's `beta`, and `KLAnnealing` during `fit`."""
 
 import math
 
@@ -112,6 +113,7 @@ def test_kl_annealing_linear_over_two_epochs():
     np.testing.assert_allclose(history.history["beta_end"], [1.5, 2.0], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_kl_annealing_with_several_steps_per_execution_changes_beta_every_step():
     """With 2 steps per call the hooks run per call, but each step reads its own β."""
     model, recorder = _tiny_model(steps_per_execution=2), BetaRecorder()
@@ -132,6 +134,7 @@ def test_kl_annealing_counts_the_steps_of_a_short_last_execution():
     np.testing.assert_allclose(recorder.betas, [0.5, 0.75, 1.5, 1.75], rtol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("schedule, options, jit_compile", [
     ("linear", dict(warmup_steps=6), False),
     ("linear", dict(warmup_steps=6), True),
@@ -154,6 +157,7 @@ def test_kl_annealing_trains_the_same_at_any_steps_per_execution(schedule, optio
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_later_fit_without_kl_annealing_keeps_beta():
     """The schedule leaves the compiled step when its fit ends."""
     model = _tiny_model(steps_per_execution=2)
@@ -166,7 +170,10 @@ def test_a_later_fit_without_kl_annealing_keeps_beta():
     assert float(model.beta.numpy()) == pytest.approx(0.3)
 
 
-def test_a_fit_that_fails_takes_the_schedule_out_too():
+@pytest.mark.slow
+def test_a_fit_that_fails_keeps_the_schedule_until_it_is_set_back():
+    """Keras runs no callback when fit raises: the annealing schedule stays on the
+    model (documented) until `set_beta_schedule(None)`."""
     class Boom(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             raise RuntimeError("boom")
@@ -175,10 +182,37 @@ def test_a_fit_that_fails_takes_the_schedule_out_too():
     annealing = callbacks.KLAnnealing("linear", beta_max=2.0, warmup_steps=100)
     with pytest.raises(RuntimeError, match="boom"):
         model.fit(X, epochs=2, batch_size=4, verbose=0, callbacks=[annealing, Boom()])
-    assert model.beta_schedule is None
+    assert model.beta_schedule is not None
+    model.set_beta_schedule(None)
     model.beta.assign(0.3)
     model.fit(X, epochs=1, batch_size=4, verbose=0)
     assert float(model.beta.numpy()) == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize("steps_per_execution", [1, 3])
+def test_a_beta_schedule_as_the_models_beta_anneals_every_step(steps_per_execution):
+    """`beta=BetaSchedule(...)`: β follows the optimizer's step inside the compiled step,
+    at any steps per call, with no callback; it is saved with the model."""
+    keras.utils.set_random_seed(0)
+    schedule = callbacks.BetaSchedule("linear", beta_max=2.0, warmup_steps=4)
+    model = DenseVAE(input_shape=(6,), latent_dim=3, hidden_units=(8,), beta=schedule, seed=0)
+    model.compile(optimizer="adam", steps_per_execution=steps_per_execution)
+    assert float(model.beta.numpy()) == 0.0 and model.initial_beta == 0.0
+    history = model.fit(X, epochs=2, batch_size=4, verbose=0)
+    np.testing.assert_allclose(history.history["beta"], [0.75, 2.0], rtol=1e-6)
+    clone = DenseVAE.from_config(model.get_config())
+    assert clone.beta_schedule.get_config() == schedule.get_config()
+
+
+def test_beta_schedule_matches_the_registered_formula():
+    schedule = callbacks.BetaSchedule("sigmoid", beta_min=0.1, beta_max=3.0, warmup_steps=50)
+    fn = SCHEDULES.get("sigmoid")
+    options = dict(beta_min=0.1, beta_max=3.0, warmup_steps=50)
+    for step in (0, 10, 25, 49, 50, 80):
+        assert schedule(step) == fn(step, **options)
+        assert float(schedule(tf.constant(step, tf.int64))) == pytest.approx(fn(step, **options))
+    with pytest.raises(ValueError):
+        callbacks.BetaSchedule("linear", beta_min=2.0, beta_max=1.0)
 
 
 def test_schedules_accept_tensor_steps():
@@ -202,6 +236,7 @@ def test_kl_annealing_cyclical_uses_model_beta_as_peak():
     np.testing.assert_allclose(history.history["beta_end"], [3.0, 3.0], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_kl_annealing_continues_across_fit_calls():
     """The global step carries over to a second fit: no restart of the warm-up."""
     model, recorder = _tiny_model(), BetaRecorder()

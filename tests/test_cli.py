@@ -12,6 +12,9 @@ import pytest
 
 from vae_zoo import cli
 
+# Subprocesses, several devices or whole runs: out of the quick `-m "not slow"` loop.
+pytestmark = pytest.mark.slow
+
 TINY = [
     "--set", "model.latent_dim=2",
     "--set", "model.hidden_units=[16]",
@@ -154,13 +157,13 @@ def test_console_script_runs_in_a_fresh_process():
     env = dict(os.environ)
     env.pop("VAE_ZOO_DEBUG", None)
     out = subprocess.run(
-        [sys.executable, "-m", "vae_zoo.cli", "train", "--set", "model.latnet_dim=3"],
+        [sys.executable, "-m", "vae_zoo", "train", "--set", "model.latnet_dim=3"],
         capture_output=True, text=True, env=env, timeout=120,
     )
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
         "vae-zoo: error: unknown recipe key model.latnet_dim (did you mean 'latent_dim'?)"
     ]
-    listing = subprocess.run([sys.executable, "-m", "vae_zoo.cli", "recipes"],
+    listing = subprocess.run([sys.executable, "-m", "vae_zoo", "recipes"],
                              capture_output=True, text=True, env=env, timeout=120)
     assert "mnist_dense" in listing.stdout.split()

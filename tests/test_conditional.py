@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import family_case
 from conftest import binary_data
 from vae_zoo import data, evaluate
 from vae_zoo.models import MODELS, ConditionalGaussianPrior, ConditionalVAE
@@ -56,6 +57,7 @@ def test_labels_are_one_hot_inside_the_model():
     assert not np.allclose(model.encode(x, (y + 1) % 3).mean(), reference)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("feed", ["numpy", "dataset"])
 def test_fit_on_x_y(feed):
     model = tiny_cvae()
@@ -70,6 +72,7 @@ def test_fit_on_x_y(feed):
     assert np.isfinite(history.history["val_elbo"]).all()
 
 
+@pytest.mark.slow
 def test_overfit_one_batch_raises_elbo():
     model = tiny_cvae(input_shape=(12,), hidden_units=(32,), prior=LEARNED)
     model.compile(optimizer=keras.optimizers.Adam(1e-2))
@@ -81,22 +84,19 @@ def test_overfit_one_batch_raises_elbo():
     assert after > before + 2.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("body, prior", [("dense", LEARNED), ("conv", "standard_normal")])
 def test_save_load_round_trip(tmp_path, body, prior):
+    """Both bodies, fixed and learned priors, trained, through the shared round trips
+    (encoder, decoder and label-conditioned samples compared)."""
     model = tiny_cvae(body=body, prior=prior)
     model.compile(optimizer="adam")
     x, y = binary_data(8, (4, 4, 1)), labels(8)
     model.fit(x, y, batch_size=4, epochs=1, verbose=0)
-    model.save(tmp_path / "cvae.keras")
-    loaded = keras.models.load_model(tmp_path / "cvae.keras")
-    assert type(loaded) is ConditionalVAE and loaded.get_config() == model.get_config()
-    z = model.encode(x, y).mean()
-    np.testing.assert_allclose(loaded.encode(x, y).mean(), z, atol=1e-6)
-    np.testing.assert_allclose(loaded.decode(z, y).mean(), model.decode(z, y).mean(), atol=1e-6)
-    np.testing.assert_allclose(loaded.sample(4, y=1, seed=0), model.sample(4, y=1, seed=0),
-                               atol=1e-6)
+    family_case.check_round_trips(model, (x, y), tmp_path)
 
 
+@pytest.mark.slow
 def test_learned_prior_kl_is_analytic_and_trained():
     """KL(q(z|x, y) || p(z|y)) is the closed form for two diagonal Gaussians, and
     training moves the prior network."""
@@ -114,6 +114,7 @@ def test_learned_prior_kl_is_analytic_and_trained():
     assert any(not np.allclose(b, a) for b, a in zip(before, after))
 
 
+@pytest.mark.slow
 def test_vector_condition():
     model = ConditionalVAE((6,), 2, condition_dim=3, hidden_units=(8,), prior=LEARNED, seed=0)
     x = binary_data(5)
@@ -179,6 +180,7 @@ def test_registered_and_conditional_prior_needs_a_condition():
     assert prior.distribution(tf.one_hot([1, 2], 5)).batch_shape == [2]
 
 
+@pytest.mark.slow
 def test_decoder_uses_the_label():
     """After a short training on 1,000 MNIST digits, changing the label at a fixed z
     changes the decoder mean far more than redrawing z at a fixed label.

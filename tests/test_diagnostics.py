@@ -6,7 +6,7 @@ import pytest
 
 from conftest import binary_data, tiny_dense
 from vae_zoo import data, evaluate, plots
-from vae_zoo.callbacks import CollapseDiagnostics, ImageGrids
+from vae_zoo.training.callbacks import CollapseDiagnostics, ImageGrids
 from vae_zoo.models import DenseVAE
 
 
@@ -43,6 +43,7 @@ def test_posterior_statistics_match_numpy():
     assert summary["latent_dim"] == 3 and len(summary["kl_per_dim"]) == 3
 
 
+@pytest.mark.slow
 def test_collapse_is_named(mnist, capsys):
     """β = 20 drives KL to zero: the callback names posterior collapse (lower β)."""
     _, x_test = mnist
@@ -55,6 +56,7 @@ def test_collapse_is_named(mnist, capsys):
     assert {"active_units", "kl_heldout", "marginal_kl"} <= set(history.history)
 
 
+@pytest.mark.slow
 def test_uncompressed_code_is_named(mnist):
     """β = 0 (an autoencoder with noise): q(z|x) drifts far from p(z): raise β."""
     _, x_test = mnist
@@ -64,6 +66,7 @@ def test_uncompressed_code_is_named(mnist):
     assert result["active_units"] == 8
 
 
+@pytest.mark.slow
 def test_healthy_model_is_not_flagged(mnist):
     _, x_test = mnist
     model, _ = _train(mnist, beta=1.0)

@@ -167,6 +167,7 @@ def test_reinforce_gradient_is_unbiased(baseline, num_latents):
     assert np.linalg.norm(kl_only - exact[:encoder_size]) > 3 * accepted
 
 
+@pytest.mark.slow
 def test_reinforce_surrogate_value_and_baseline_state():
     """The surrogate equals the loss in value; only training steps move the baseline."""
     model = tiny_discrete(estimator="reinforce", baseline="moving_average", baseline_decay=0.5)
@@ -206,6 +207,7 @@ def test_gumbel_softmax_surrogate_is_relaxed_and_metrics_are_hard():
 # ------------------------------------------------------------------------- training
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("estimator", ["gumbel_softmax", "reinforce"])
 def test_fit_raises_elbo(estimator):
     """One fit step reports every metric; overfitting one batch raises the ELBO."""
@@ -225,6 +227,7 @@ def test_fit_raises_elbo(estimator):
     assert after > before + 2.0, (before, after)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "kwargs",
     [

@@ -15,7 +15,10 @@ import pytest
 import tensorflow as tf
 
 from vae_zoo import cli, distribute, recipes
-from vae_zoo.recipes import RecipeError
+from vae_zoo.drivers.recipes import RecipeError
+
+# Subprocesses, several devices or whole runs: out of the quick `-m "not slow"` loop.
+pytestmark = pytest.mark.slow
 
 SCRIPT = textwrap.dedent(
     """

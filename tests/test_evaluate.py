@@ -36,6 +36,7 @@ def model(data):
     return model
 
 
+@pytest.mark.slow
 def test_log_likelihood_shape_and_dtype(model, data):
     """log_likelihood returns a finite float numpy array of shape [N], each value ≤ 0."""
     ll = evaluate.log_likelihood(model, data[:10], num_samples=5)

@@ -16,6 +16,9 @@ import tensorflow as tf
 from vae_zoo import cli, evaluate, export
 from vae_zoo.models import ConditionalVAE, ConvVAE, DenseVAE, DiscreteVAE, FullyConvVAE
 
+# Subprocesses, several devices or whole runs: out of the quick `-m "not slow"` loop.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "saved_models" / "mnist_dense"
 BATCH = 4
@@ -259,12 +262,13 @@ def test_likelihood_parameters_of_every_head():
                 "gaussian_per_pixel": {"loc": (), "scale": ()},
                 "categorical_256": {"logits": (256,)},
                 "discretized_logistic_mixture": {"logits": (5,), "loc": (5,), "scale": (5,)}}
-    assert set(expected) == set(heads.LIKELIHOODS.names()) == set(export.LIKELIHOOD_PARAMETERS)
+    assert set(expected) == set(heads.LIKELIHOODS.names())
     for name, shapes in expected.items():
         head = heads.LIKELIHOODS.build(name)
         p = head(tf.random.stateless_normal((3, *head.params_shape((2, 2, 1))), [0, 0]))
-        params = export.likelihood_parameters(p)
-        assert tuple(params) == export.LIKELIHOOD_PARAMETERS[name]
+        params = export.likelihood_parameters(p, head.parameter_names)
+        assert tuple(params) == head.parameter_names == tuple(expected[name])
+        assert tuple(export.likelihood_parameters(p)) == head.parameter_names  # all of them
         assert {k: tuple(v.shape) for k, v in params.items()} == {
             k: (3, 2, 2, 1, *tail) for k, tail in shapes.items()}
         if name == "gaussian_learned_scale":  # one shared scale, broadcast to the batch
@@ -318,7 +322,7 @@ def test_crash_mid_export_leaves_no_version(crash_in, small, tmp_path, monkeypat
     if crash_in == "saved_model.save":
         monkeypatch.setattr(tf.saved_model, "save", crash)
     else:
-        monkeypatch.setattr(export, "_fsync_tree", crash)
+        monkeypatch.setattr(export, "fsync_tree", crash)
     with pytest.raises(RuntimeError, match="simulated crash"):
         export.export_for_serving(small, base)
     assert [p.name for p in base.iterdir()] == ["1"]  # no version 2, no staging left
@@ -330,7 +334,7 @@ HARD_CRASH = textwrap.dedent("""
     from vae_zoo import export
     from vae_zoo.models import DenseVAE
 
-    export._fsync_tree = lambda folder: os._exit(17)  # killed just before the rename
+    export.fsync_tree = lambda folder: os._exit(17)  # killed just before the rename
     export.export_for_serving(DenseVAE((3,), 1, hidden_units=(4,), seed=0), sys.argv[1])
 """)
 

@@ -28,6 +28,7 @@ def _train(model, x, jit_compile, steps_per_execution, y=None):
     return history.history, [w.numpy() for w in model.trainable_weights]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("jit_compile", [False, True])
 @pytest.mark.parametrize("objective", ["elbo", "iwae"])
 def test_several_steps_per_execution_train_exactly_like_one(objective, jit_compile):
@@ -64,6 +65,7 @@ def test_xla_step_computes_the_plain_step():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_xla_training_matches_plain_training_in_distribution():
     # Different noise, same objective: after training from the same weights both
     # paths reach the same test ELBO within Monte-Carlo noise.
@@ -76,6 +78,7 @@ def test_xla_training_matches_plain_training_in_distribution():
     assert abs(elbos[0] - elbos[1]) < 0.15, elbos
 
 
+@pytest.mark.slow
 def test_xla_training_of_a_full_covariance_posterior_compiles():
     # set_diag's gradient does not compile under XLA with a dynamic batch: the head
     # must not use it.
@@ -85,6 +88,7 @@ def test_xla_training_of_a_full_covariance_posterior_compiles():
     assert np.isfinite(history["loss"]).all()
 
 
+@pytest.mark.slow
 def test_conditional_training_with_several_steps_per_execution():
     x = binary_data(n=12, shape=(6,))
     y = np.arange(12) % 3
@@ -112,6 +116,7 @@ def test_compile_defaults_are_fast_and_plain_under_a_strategy():
     assert distributed.steps_per_execution == 1
 
 
+@pytest.mark.slow
 def test_a_loaded_model_is_compiled_as_saved(tmp_path):
     model = tiny_dense()
     model.compile(optimizer="adam", steps_per_execution=3)
@@ -155,6 +160,7 @@ def test_xla_evaluation_agrees_with_plain():
     assert abs(plain.mean() - fast.mean()) < 0.1, (plain, fast)
 
 
+@pytest.mark.slow
 def test_mixed_precision_trains_with_float32_distributions():
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_float16")

@@ -18,6 +18,9 @@ import pytest
 from vae_zoo import cli, export, runs
 from vae_zoo.models import MODELS
 
+# Subprocesses, several devices or whole runs: out of the quick `-m "not slow"` loop.
+pytestmark = pytest.mark.slow
+
 TINY = [
     "--set", "model.hidden_units=[16]",
     "--set", "model.latent_dim=2",
@@ -39,7 +42,7 @@ def _env():
 
 
 def _train_command(output):
-    return [sys.executable, "-m", "vae_zoo.cli", "train", *TINY, "--output", str(output)]
+    return [sys.executable, "-m", "vae_zoo", "train", *TINY, "--output", str(output)]
 
 
 def _rerun(output):
@@ -429,9 +432,10 @@ def test_keras_file_with_damaged_contents(tmp_path, capsys):
 
 def test_a_model_that_does_not_fit_its_runs_dataset(tmp_path, capsys):
     from conftest import tiny_dense
+    from vae_zoo.training.checkpointing import write_json
 
     tiny_dense(input_shape=(4, 4, 1)).save(tmp_path / "model.keras")
-    runs._write_json(tmp_path / "recipe.json", {"model": {"family": "dense", "latent_dim": 2}})
+    write_json(tmp_path / "recipe.json", {"model": {"family": "dense", "latent_dim": 2}})
     assert _one_line_error(["evaluate", str(tmp_path), "--samples", "2"], capsys) == (
         "model input shape (4, 4, 1) does not match dataset 'mnist_sample' (28, 28, 1)")
 

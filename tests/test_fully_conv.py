@@ -56,6 +56,7 @@ def test_api_shapes_at_training_size(prior):
     assert model.reconstruct(x).shape == (5, 8, 8, 1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("prior", ["standard_normal", SPATIAL])
 def test_trained_at_one_size_used_at_another(prior):
     """Same weights at 12×16: encode/decode/elbo/IW/reconstruct/sample, prior on a 6×8 map."""
@@ -84,6 +85,7 @@ def test_kl_at_another_size_is_the_closed_form_over_that_map():
     np.testing.assert_allclose(model.elbo(x, seed=0)["kl"], expected, rtol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("prior", ["standard_normal", SPATIAL])
 def test_fit_one_step(prior):
     model = tiny_fully_conv(prior=prior)
@@ -93,6 +95,7 @@ def test_fit_one_step(prior):
     assert any(not np.allclose(a, w.numpy()) for a, w in zip(before, model.trainable_weights))
 
 
+@pytest.mark.slow
 def test_overfit_one_batch_raises_elbo():
     model = tiny_fully_conv(prior=SPATIAL)
     x = digits()
@@ -102,6 +105,7 @@ def test_overfit_one_batch_raises_elbo():
     assert after > before + 10.0, (before, after)
 
 
+@pytest.mark.slow
 def test_keras_round_trip(tmp_path):
     model = tiny_fully_conv(prior=SPATIAL, beta=0.5)
     fit_steps(model, binary_data(8, (8, 8, 1)), 3)  # the prior's output layer leaves zero
@@ -197,6 +201,7 @@ def test_spatial_prior_samples_follow_its_conditionals():
     np.testing.assert_allclose(eps.std(axis=0), 1.0, atol=0.1)
 
 
+@pytest.mark.slow
 def test_learned_spatial_prior_lowers_kl_on_the_same_posteriors():
     """The prior mismatch: posteriors of a model trained with N(0, I) are spatially
     correlated, so a spatial prior fitted to them (encoder and decoder frozen) has a far

@@ -1,5 +1,5 @@
 """Tests for `vae_zoo.models.GaussianMixture`: EM recovery, exact log p(x) against scipy,
-monotone EM, the M step as written in THEORY.md, sampling, saving, errors."""
+monotone EM, the M step as written in docs/theory.md, sampling, saving, errors."""
 
 import itertools
 
@@ -121,7 +121,7 @@ def test_monotone_from_a_poor_start():
 
 @pytest.mark.parametrize("covariance_type", ["full", "diagonal"])
 def test_one_em_iteration_is_theory_e_and_m_step(x, covariance_type):
-    """Iteration t+1 = THEORY.md's E step (scipy) then M step (numpy) on iteration t."""
+    """Iteration t+1 = docs/theory.md's E step (scipy) then M step (numpy) on iteration t."""
     kwargs = dict(covariance_type=covariance_type, tol=0.0, init="random", seed=2)
     before = GaussianMixture(2, max_iter=2, **kwargs).fit(x)
     after = GaussianMixture(2, max_iter=3, **kwargs).fit(x)

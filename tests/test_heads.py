@@ -439,6 +439,7 @@ def test_new_heads_registered_and_round_trip_config():
         np.testing.assert_array_equal(head(params).log_prob(value), clone(params).log_prob(value))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "kwargs",
     [{"likelihood": "gaussian_per_pixel"}, {"posterior": "full_covariance_gaussian"}],

@@ -25,6 +25,9 @@ from conftest import binary_data
 from vae_zoo import recipes, runs
 from vae_zoo.models import DenseVAE
 
+# Subprocesses, several devices or whole runs: out of the quick `-m "not slow"` loop.
+pytestmark = pytest.mark.slow
+
 TIMEOUT = 240  # seconds for the whole cluster
 
 # Per-replica batch 64 on 2 workers: global batch 128, like the single-process reference.

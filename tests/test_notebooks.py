@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+# Subprocesses, several devices or whole runs: out of the quick `-m "not slow"` loop.
+pytestmark = pytest.mark.slow
+
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")

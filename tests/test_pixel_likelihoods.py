@@ -312,6 +312,7 @@ def test_logistic_samples_follow_the_pmf():
 # --------------------------------------------------------------------------- #
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "likelihood",
     ["categorical_256", {"name": "discretized_logistic_mixture", "num_components": 3}],

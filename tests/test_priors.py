@@ -138,6 +138,7 @@ def test_mixture_registry_and_config_round_trip():
     np.testing.assert_array_equal(clone().log_prob(z), prior().log_prob(z))  # same seed
 
 
+@pytest.mark.slow
 def test_dense_vae_with_mixture_prior_trains_and_saves(tmp_path):
     """DenseVAE: finite ELBO (Monte-Carlo KL), 2 epochs of fit, identical after save/load."""
     model = tiny_dense(

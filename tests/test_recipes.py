@@ -3,7 +3,7 @@
 import pytest
 
 from vae_zoo import recipes
-from vae_zoo.recipes import RecipeError
+from vae_zoo.drivers.recipes import RecipeError
 
 
 def test_packaged_recipes_validate_and_build():
@@ -79,11 +79,23 @@ def test_bad_files(tmp_path):
         recipes.load(no_latent)
 
 
-def test_annealing_section_builds_callback():
-    recipe = recipes.load("mnist_dense", ["annealing.schedule=cyclical", "annealing.cycles=2"])
-    (callback,) = recipes.build_callbacks(recipe)
-    assert callback.schedule == "cyclical" and callback.cycles == 2
-    assert recipes.build_callbacks(recipes.load("mnist_dense", ["annealing.schedule=none"])) == []
+def test_annealing_section_builds_the_models_beta_schedule():
+    """[annealing] becomes the model's BetaSchedule, epochs converted with the steps per
+    epoch; no schedule (or no step count) keeps the constant [model] beta."""
+    from vae_zoo.schedules import BetaSchedule
+
+    recipe = recipes.load("mnist_dense", ["annealing.schedule=cyclical", "annealing.cycles=2",
+                                          "train.epochs=3", "model.beta=0.5"])
+    beta = recipes.build_beta(recipe, steps_per_epoch=10)
+    assert isinstance(beta, BetaSchedule) and beta.schedule == "cyclical"
+    assert beta.options["cycles"] == 2 and beta.options["total_steps"] == 30
+    assert beta.beta_max == 0.5
+    linear = recipes.build_beta(recipes.load("mnist_dense", ["annealing.warmup_epochs=2.5"]), 8)
+    assert linear(0) == 0.0 and linear(10) == 0.5 and linear(20) == 1.0
+    assert recipes.build_beta(recipes.load("mnist_dense", ["annealing.schedule=none"]), 10) == 1.0
+    assert recipes.build_beta(recipe) == 0.5  # steps unknown
+    model = recipes.build_model(recipe, steps_per_epoch=10)
+    assert model.beta_schedule.get_config() == beta.get_config()
 
 
 def test_conditional_recipe_gets_labelled_batches():

@@ -17,7 +17,10 @@ import numpy as np
 import pytest
 
 from vae_zoo import cli, recipes, tuning
-from vae_zoo.recipes import RecipeError
+from vae_zoo.drivers.recipes import RecipeError
+
+# Subprocesses, several devices or whole runs: out of the quick `-m "not slow"` loop.
+pytestmark = pytest.mark.slow
 
 # Tiny trials: 1 epoch of an 8-unit dense VAE on 4,500 digits (500 held out).
 # Plain steps (train.jit_compile=false): every trial builds a new model, and these tests
@@ -245,7 +248,7 @@ def test_distributed_tuning_chief_and_two_workers(tmp_path):
     """A chief oracle and 2 workers on 127.0.0.1 run the 4-point space once each."""
     out = tmp_path / "shared"
     overrides = TINY + ["tune.max_trials=4", "tune.latent_dim=[1,2]", "tune.beta=[0.5,1.0]"]
-    argv = [sys.executable, "-m", "vae_zoo.cli", "tune", "mnist_dense", *sets(overrides),
+    argv = [sys.executable, "-m", "vae_zoo", "tune", "mnist_dense", *sets(overrides),
             "--output", str(out), "--quiet"]
     port = free_port()
     procs = {}

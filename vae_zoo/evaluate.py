@@ -16,13 +16,10 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from vae_zoo import heads, objectives
+from vae_zoo import objectives
+from vae_zoo.objectives import DEFAULT_MAX_ELEMENTS  # noqa: F401  (chunk memory bound)
 
 tfd = tfp.distributions
-
-# Decoder outputs (chunk × batch × likelihood parameters per example) per chunk: bounds
-# peak memory.
-DEFAULT_MAX_ELEMENTS = 1 << 22
 
 
 def _compiled(model, name, fn, jit_compile=False):
@@ -57,7 +54,7 @@ def _check_inputs(model, x, y=None):
     x = x.astype(np.float32)
     if not np.all(np.isfinite(x)):
         raise ValueError("data contains NaN or infinite values")
-    problem = heads.data_range_problem(model.likelihood, x)
+    problem = model.likelihood.support_problem(x)
     if problem:
         raise ValueError(f"data do not fit the model's likelihood: {problem}")
     if y is not None:
@@ -108,31 +105,14 @@ def log_likelihood(model, x, num_samples=1000, batch_size=None, chunk_size=None,
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     x = _check_inputs(model, x, y)
-    batch_size = int(batch_size or min(len(x), 100))
     # Decoder outputs per example: the likelihood's parameters (256 per pixel for a
     # 256-way categorical), which dominate the memory of a chunk.
     elements = math.prod(model.likelihood.params_shape(model.data_shape))
-    if chunk_size is None:
-        chunk_size = max(1, DEFAULT_MAX_ELEMENTS // (batch_size * elements))
-    chunk_size = int(min(chunk_size, num_samples))
     log_weights_fn = _compiled(model, "log_weights", model.log_importance_weights, jit_compile)
-
-    results = []
-    call = 0
-    ys = _batches(y, batch_size) if y is not None else itertools.repeat(None)
-    for xb, yb in zip(_batches(x, batch_size), ys):
-        xb = tf.constant(xb)
-        running = None  # logsumexp of the log-weights seen so far, [B]
-        for start in range(0, num_samples, chunk_size):
-            k = min(chunk_size, num_samples - start)
-            seed_pair = tf.constant([seed, call], tf.int32)
-            call += 1
-            chunk = tf.reduce_logsumexp(log_weights_fn(xb, k, y=yb, seed=seed_pair), axis=0)
-            running = chunk if running is None else tf.reduce_logsumexp(
-                tf.stack([running, chunk]), axis=0
-            )
-        results.append((running - math.log(num_samples)).numpy())
-    return np.concatenate(results)
+    return objectives.iw_log_likelihood(
+        log_weights_fn, x, int(num_samples), elements, y=y, batch_size=batch_size,
+        chunk_size=chunk_size, seed=seed,
+    )
 
 
 def elbo(model, x, batch_size=None, seed=0, y=None):
@@ -214,7 +194,7 @@ def summarize(model, x, num_samples=1000, seed=0, y=None):
     }
 
 
-# Failure modes of THEORY.md ("Failure modes and β"), with the remedy each calls for.
+# Failure modes of docs/theory.md ("Failure modes and β"), with the remedy each calls for.
 POSTERIOR_COLLAPSE = "posterior collapse"
 UNCOMPRESSED_CODE = "uncompressed code"
 REMEDIES = {
@@ -225,7 +205,7 @@ REMEDIES = {
 
 def diagnose(model, x, y=None, collapse_fraction=0.1, collapse_kl=0.5, marginal_kl_max=2.0,
              stddev_min=0.1):
-    """Check a model for the two failure modes of THEORY.md.
+    """Check a model for the two failure modes of docs/theory.md.
 
     - Posterior collapse (ignored code): at most `collapse_fraction` of the latent
       dimensions are active, or the mean KL is below `collapse_kl` nats: q(z|x) ≈ p(z).

@@ -1,22 +1,35 @@
-"""Training objectives and their pieces, in nats, per example.
+"""Training objectives and their pieces, in nats, per example: all objective maths.
+
+Pure functions of distributions and tensors (no models), so every family and every
+driver computes a bound the same way (docs/theory.md):
 
 - `kl_divergence(q, p, z)`: analytic KL(q || p) when TFP has a registered closed form,
   otherwise the one-sample Monte-Carlo estimate log q(z) − log p(z) at the given z.
-- `elbo_terms`: ELBO = E_q[log p(x|z)] − KL(q(z|x) || p(z)) with one reparameterized
-  sample (Kingma & Welling 2014, eq. 7).
-- `importance_weighted_bound`: log (1/K) Σ_k w_k from log-weights
-  log w_k = log p(x|z_k) + log p(z_k) − log q(z_k|x); a lower bound on log p(x) that
-  tightens as K grows (Burda et al. 2016). K = 1 is the ELBO.
+- `elbo_terms`, `beta_elbo_loss`: ELBO = E_q[log p(x|z)] − KL(q(z|x) || p(z)) with one
+  reparameterized sample (Kingma & Welling 2014, eq. 7) and the loss −(rec − β·KL).
+- `iwae_terms`: the importance-weighted objective (Burda et al. 2016) with β inside
+  each weight, and the metrics reported beside it.
+- `score_function_surrogate`, `zero_with_gradient`, `relaxed_surrogate`: the
+  REINFORCE and Gumbel-softmax surrogates of discrete latents.
+- `importance_weighted_bound`: log (1/K) Σ_k w_k from log-weights; K = 1 is the ELBO.
+- `chunked_iw_bound` (one batch, graph-safe) and `iw_log_likelihood` (a data set):
+  the same bound for large K, K samples taken a chunk at a time so memory is that of a
+  chunk; `vae_zoo.evaluate` and the serving signatures both use them.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
 tfd = tfp.distributions
+
+# Decoder outputs (chunk × batch × likelihood parameters per example) per chunk: bounds
+# the peak memory of a chunked importance-weighted bound.
+DEFAULT_MAX_ELEMENTS = 1 << 22
 
 
 def has_analytic_kl(q, p) -> bool:
@@ -64,12 +77,154 @@ def elbo_terms(x, q, z, likelihood, prior, analytic_kl=True):
     return {"elbo": reconstruction - kl, "reconstruction": reconstruction, "kl": kl}
 
 
+def beta_elbo_loss(reconstruction, kl, beta):
+    """−(log p(x|z) − β · KL), `[B]`: the loss of the β-weighted ELBO."""
+    return -(reconstruction - beta * kl)
+
+
 def importance_weighted_bound(log_weights, axis=0):
     """log (1/K) Σ_k exp(log_weights) along `axis` (the K samples), stably."""
     k = tf.cast(tf.shape(log_weights)[axis], log_weights.dtype)
     return tf.reduce_logsumexp(log_weights, axis=axis) - tf.math.log(k)
 
 
+def iwae_terms(log_likelihood, log_prior, log_posterior, beta):
+    """The IWAE objective from K samples per example (Burda et al. 2016).
+
+    Args:
+        log_likelihood, log_prior, log_posterior: `[K, B]` log p(x|z_k), log p(z_k),
+            log q(z_k|x) for z_k ~ q(z|x).
+        beta: KL weight; the weights are p(x|z_k) (p(z_k)/q(z_k|x))^β.
+
+    Returns:
+        dict of `[B]`: "loss" (the negated β-weighted bound), "iw_bound" (the bound at
+        β = 1), and "elbo", "reconstruction", "kl" averaged over the K samples.
+    """
+    kl = log_posterior - log_prior  # [K, B]
+    return {
+        "loss": -importance_weighted_bound(log_likelihood - beta * kl),
+        "iw_bound": importance_weighted_bound(log_likelihood - kl),
+        "elbo": tf.reduce_mean(log_likelihood - kl, axis=0),
+        "reconstruction": tf.reduce_mean(log_likelihood, axis=0),
+        "kl": tf.reduce_mean(kl, axis=0),
+    }
+
+
+def zero_with_gradient(t):
+    """`t − stop_gradient(t)`: value 0, gradient that of `t`."""
+    return t - tf.stop_gradient(t)
+
+
+def score_function_surrogate(loss, log_q, signal, baseline):
+    """`loss` plus a term of value 0 whose gradient is −(f − b) ∇_φ log q(z|x).
+
+    The score-function (REINFORCE) estimator for a z with no reparameterization:
+    unbiased whenever the baseline b does not depend on z, since E_q[∇ log q] = 0
+    (Williams 1992; docs/theory.md, "Score-function and relaxed gradients").
+
+    Args:
+        loss: `[B]`, whose other gradients (decoder, analytic KL) are kept.
+        log_q: `[B]` log q(z|x) at the sample z.
+        signal: `[B]` learning signal f (e.g. log p(x|z)); no gradient flows through it.
+        baseline: `[B]` baseline b; no gradient flows through it here.
+    """
+    advantage = tf.stop_gradient(signal - baseline)
+    return loss - advantage * zero_with_gradient(log_q)
+
+
+def relaxed_surrogate(relaxed_reconstruction, kl, beta):
+    """−(log p(x|z̃) − β · KL): the Gumbel-softmax loss at a relaxed sample z̃ (biased
+    for the ELBO; Jang et al. 2017, Maddison et al. 2017)."""
+    return beta_elbo_loss(relaxed_reconstruction, kl, beta)
+
+
 def bits_per_dim(nats, num_dims):
     """Convert a log-likelihood in nats to bits per dimension (negated: lower is better)."""
     return -nats / (num_dims * math.log(2.0))
+
+
+# ----------------------------------------------------------------- chunked IW bound
+
+
+def iw_chunk_size(batch_size, elements_per_example, max_elements=DEFAULT_MAX_ELEMENTS):
+    """Importance samples per chunk so that a chunk decodes at most `max_elements`
+    likelihood parameters (at least 1). Works on ints and on int32 tensors."""
+    if isinstance(batch_size, int):
+        return max(1, max_elements // (max(batch_size, 1) * elements_per_example))
+    return tf.maximum(1, max_elements // (tf.maximum(batch_size, 1) * elements_per_example))
+
+
+def chunked_iw_bound(log_weights_fn, batch_size, num_samples, chunk_size, seed, first_chunk=0):
+    """log (1/K) Σ_k w_k for one batch, K = `num_samples` taken `chunk_size` at a time.
+
+    A running log-sum-exp over the chunks: eagerly a Python loop over chunks (each of
+    static size); inside a `tf.function` (a serving signature) one `tf.while_loop`.
+
+    Args:
+        log_weights_fn: `fn(k, seed_pair) -> [k, B]` log-weights of k fresh samples.
+        batch_size: B (int or int32 scalar tensor).
+        num_samples: K (int or int32 scalar tensor), >= 1.
+        chunk_size: samples per chunk (int or int32 scalar tensor), >= 1.
+        seed: int (or int32 scalar); chunk i draws with the seed pair
+            `(seed, first_chunk + i)`.
+
+    Returns:
+        `[B]` float32.
+    """
+    if tf.executing_eagerly() and isinstance(num_samples, int) and isinstance(chunk_size, int):
+        # The same loop in Python: each chunk's size is a Python int, so a compiled
+        # (XLA) `log_weights_fn` sees static shapes.
+        running = None
+        for i, start in enumerate(range(0, num_samples, chunk_size)):
+            size = min(chunk_size, num_samples - start)
+            weights = log_weights_fn(size, tf.constant([int(seed), first_chunk + i], tf.int32))
+            lse = tf.reduce_logsumexp(weights, 0)
+            running = lse if running is None else tf.reduce_logsumexp(tf.stack([running, lse]), 0)
+        return running - math.log(num_samples)
+    k = tf.convert_to_tensor(num_samples, tf.int32)
+    chunk = tf.minimum(tf.convert_to_tensor(chunk_size, tf.int32), k)
+    seed = tf.convert_to_tensor(seed, tf.int32)
+
+    def body(i, running):
+        size = tf.minimum(chunk, k - i * chunk)
+        weights = log_weights_fn(size, tf.stack([seed, first_chunk + i]))
+        total = tf.reduce_logsumexp(tf.stack([running, tf.reduce_logsumexp(weights, 0)]), 0)
+        return i + 1, total
+
+    _, total = tf.while_loop(
+        lambda i, _: i * chunk < k,
+        body,
+        (tf.constant(0), tf.fill([batch_size], tf.constant(-np.inf, tf.float32))),
+    )
+    return total - tf.cast(tf.math.log(tf.cast(k, tf.float64)), tf.float32)
+
+
+def iw_log_likelihood(log_weights_fn, x, num_samples, elements_per_example, y=None,
+                      batch_size=None, chunk_size=None, seed=0):
+    """Per-example importance-weighted bound on log p(x) over a data set, numpy `[N]`.
+
+    Batches of `batch_size` examples (default min(N, 100)); each batch's K samples in
+    chunks (default: `iw_chunk_size`). Seeds: batch b, chunk i draws with
+    `(seed, b · chunks_per_batch + i)`, so one batch matches `chunked_iw_bound`.
+
+    Args:
+        log_weights_fn: `fn(x, k, y=..., seed=...) -> [k, B]` (a model's
+            `log_importance_weights`, possibly compiled).
+        x: numpy `[N, ...]` float32; y: conditioning `[N, ...]` or None.
+        elements_per_example: likelihood parameters decoded per example.
+    """
+    batch_size = int(batch_size or min(len(x), 100))
+    if chunk_size is None:
+        chunk_size = iw_chunk_size(batch_size, elements_per_example)
+    chunk_size = int(min(chunk_size, num_samples))
+    chunks = math.ceil(num_samples / chunk_size)
+    results = []
+    for b, start in enumerate(range(0, len(x), batch_size)):
+        xb = tf.constant(x[start:start + batch_size])
+        yb = None if y is None else y[start:start + batch_size]
+        bound = chunked_iw_bound(
+            lambda k, seed_pair: log_weights_fn(xb, k, y=yb, seed=seed_pair),
+            xb.shape[0], num_samples, chunk_size, seed, first_chunk=b * chunks,
+        )
+        results.append(bound.numpy())
+    return np.concatenate(results)

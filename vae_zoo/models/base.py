@@ -1,5 +1,8 @@
 """The one VAE model every family builds on.
 
+(About 450 lines, most of them docstrings: the public API, the one `train_step` and
+the config of the model stay in one class so that every family shares them.)
+
 A model is five parts: an encoder body, a posterior head, a decoder body, a likelihood
 head and a prior. A family (`DenseVAE`, ...) is a thin constructor that builds those
 parts from a few arguments; training, evaluation, sampling and saving live here once.
@@ -8,11 +11,13 @@ parts from a few arguments; training, evaluation, sampling and saving live here 
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
 from vae_zoo import objectives
 from vae_zoo.registry import Registry
+from vae_zoo.schedules import BetaSchedule
 
 tfd = tfp.distributions
 
@@ -42,10 +47,18 @@ def _serialize(obj):
     return keras.saving.serialize_keras_object(obj)
 
 
-def _deserialize(obj):
+def deserialize_config_value(obj):
+    """A config value back: serialized Keras objects (a `BetaSchedule`) rebuilt."""
     if isinstance(obj, dict) and "class_name" in obj:
         return keras.saving.deserialize_keras_object(obj)
     return obj
+
+
+def serialize_config_value(value):
+    """A config value as JSON-able data: schedules serialized, the rest as given."""
+    if isinstance(value, BetaSchedule):
+        return _serialize(value)
+    return value
 
 
 @keras.saving.register_keras_serializable(package="vae_zoo")
@@ -64,8 +77,10 @@ class VAE(keras.Model):
         likelihood: a `vae_zoo.heads` likelihood head.
         prior: a `vae_zoo.priors` prior; its `latent_shape` is the model's.
         input_shape: tuple, shape of one example (images `(H, W, C)` or `(D,)`).
-        beta: float >= 0, initial weight of the KL term (a non-trainable variable,
-            changed by `vae_zoo.callbacks.KLAnnealing`).
+        beta: float >= 0, the weight of the KL term, or a
+            `vae_zoo.schedules.BetaSchedule` of the optimizer's step (set inside the
+            compiled step before every training step, like a learning-rate schedule).
+            The current value is the non-trainable variable `model.beta`.
         analytic_kl: use the closed-form KL when registered in TFP.
         objective: "elbo" (one reparameterized sample per example) or "iwae": the
             importance-weighted bound log (1/K) Σ_k w_k with K = `num_samples`
@@ -89,6 +104,10 @@ class VAE(keras.Model):
     # Whether the model's inputs are (x, y) pairs: conditional families set it, and
     # recipes then feed labels.
     conditional = False
+    # Whether train_step/test_step return `[1]` vectors instead of scalars: set by
+    # `vae_zoo.distribute.prepare_model` under several workers, where Keras 3.15's
+    # metric reduction fails on scalars.
+    step_logs_as_vectors = False
 
     def __init__(
         self,
@@ -106,7 +125,13 @@ class VAE(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if beta < 0:
+        # As Keras decides: a model created in a strategy's scope trains under it.
+        self.built_under_strategy = tf.distribute.has_strategy()
+        beta = deserialize_config_value(beta)
+        self.beta_schedule = beta if isinstance(beta, BetaSchedule) else None
+        self.initial_beta = float(beta(0) if self.beta_schedule else beta)
+        self.beta_config = beta  # what `get_config` records: the float or the schedule
+        if self.initial_beta < 0:
             raise ValueError(f"beta must be >= 0, got {beta}")
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
@@ -124,7 +149,6 @@ class VAE(keras.Model):
         self.objective = objective
         self.num_samples = int(num_samples)
         self.seed = seed
-        self.initial_beta = float(beta)
         self.beta = self.add_weight(
             name="beta",
             shape=(),
@@ -133,9 +157,6 @@ class VAE(keras.Model):
             dtype="float32",
         )
         self.seed_generator = keras.random.SeedGenerator(seed)
-        # Optional β(step) read inside train_step: fn(optimizer.iterations) -> float32
-        # tensor; set by callbacks.KLAnnealing when several steps run per call.
-        self.beta_schedule = None
         names = METRIC_NAMES + (("iw_bound",) if objective == "iwae" else ())
         self.trackers = [keras.metrics.Mean(name=name) for name in names]
         # Wiring: create every variable now, so the model can be saved, restored,
@@ -280,11 +301,14 @@ class VAE(keras.Model):
     def anomaly_score(self, x, y=None, num_samples=1000, seed=0):
         """−log p(x) per example (importance-weighted, `num_samples` samples): `[B]` numpy.
 
-        Higher means less likely under the model.
+        Higher means less likely under the model. The bound of
+        `vae_zoo.evaluate.log_likelihood`, without its input checks.
         """
-        from vae_zoo import evaluate
-
-        return -evaluate.log_likelihood(self, x, num_samples=num_samples, seed=seed, y=y)
+        x = np.asarray(x, np.float32)
+        elements = int(np.prod(self.likelihood.params_shape(self.data_shape)))
+        return -objectives.iw_log_likelihood(
+            self.log_importance_weights, x, int(num_samples), elements, y=y, seed=seed
+        )
 
     def call(self, inputs, training=False):
         return self.reconstruct(inputs)
@@ -305,11 +329,11 @@ class VAE(keras.Model):
                 steps per call of the compiled function, which removes the per-step
                 Python and dispatch overhead, or 1 under a `tf.distribute` strategy
                 (Keras 3.15 fails there with more). An int as in Keras. With N > 1,
-                callbacks' batch hooks run every N steps (`KLAnnealing` puts its β
-                schedule into the compiled step through `beta_schedule`).
+                callbacks' batch hooks run every N steps; a β schedule is read inside
+                the compiled step, so it still changes β at every step.
             optimizer, **kwargs: as in `keras.Model.compile`.
         """
-        distributed = getattr(self, "_distribute_strategy", None) is not None
+        distributed = self.built_under_strategy
         if jit_compile == "auto":
             jit_compile = not distributed
         if steps_per_execution == "auto":
@@ -344,17 +368,11 @@ class VAE(keras.Model):
         if self.objective == "iwae":
             x, *condition = inputs
             parts = self.importance_terms(x, self.num_samples, *condition)
-            kl = parts["log_posterior"] - parts["log_prior"]  # [K, B]
-            log_weights = parts["log_likelihood"] - beta * kl
-            return {
-                "loss": -objectives.importance_weighted_bound(log_weights),
-                "iw_bound": objectives.importance_weighted_bound(parts["log_likelihood"] - kl),
-                "elbo": tf.reduce_mean(parts["log_likelihood"] - kl, axis=0),
-                "reconstruction": tf.reduce_mean(parts["log_likelihood"], axis=0),
-                "kl": tf.reduce_mean(kl, axis=0),
-            }
+            return objectives.iwae_terms(
+                parts["log_likelihood"], parts["log_prior"], parts["log_posterior"], beta
+            )
         terms = self.elbo(*inputs)
-        terms["loss"] = -(terms["reconstruction"] - beta * terms["kl"])
+        terms["loss"] = objectives.beta_elbo_loss(terms["reconstruction"], terms["kl"], beta)
         return terms
 
     def _mean_over_global_batch(self, per_example):
@@ -374,17 +392,21 @@ class VAE(keras.Model):
         values = dict(terms, beta=self.beta)
         for tracker in self.trackers:
             tracker.update_state(values[tracker.name])
-        return {tracker.name: tracker.result() for tracker in self.trackers}
+        logs = {tracker.name: tracker.result() for tracker in self.trackers}
+        if self.step_logs_as_vectors:
+            logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
+        return logs
 
-    def fit(self, *args, **kwargs):
-        """`keras.Model.fit`. A β schedule that a callback put into the compiled step
-        (`callbacks.KLAnnealing`) is taken out when fit ends, even by an exception."""
-        try:
-            return super().fit(*args, **kwargs)
-        finally:
-            if self.beta_schedule is not None:
-                self.beta_schedule = None
-                self.train_function = None  # the next fit traces a step without it
+    def set_beta_schedule(self, schedule):
+        """Make `schedule` (a `BetaSchedule`, any `fn(step) -> float32 tensor`, or None
+        for the constant `model.beta`) the β the compiled step follows from now on.
+
+        The training function is rebuilt (it is traced again at the next step).
+        `callbacks.KLAnnealing` uses this for the length of its `fit`.
+        """
+        self.beta_schedule = schedule
+        if getattr(self, "optimizer", None) is not None:
+            self.make_train_function(force=True)
 
     def train_step(self, data):
         inputs = self.unpack_inputs(data)
@@ -422,7 +444,7 @@ class VAE(keras.Model):
             "likelihood": _serialize(self.likelihood),
             "prior": _serialize(self.prior),
             "input_shape": self.data_shape,
-            "beta": self.initial_beta,
+            "beta": serialize_config_value(self.beta_config),
             "analytic_kl": self.analytic_kl,
             "objective": self.objective,
             "num_samples": self.num_samples,
@@ -431,23 +453,4 @@ class VAE(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        return cls(**{key: _deserialize(value) for key, value in config.items()})
-
-
-class Family(VAE):
-    """Base of the registered families (`DenseVAE`, `ConvVAE`, ...).
-
-    A family is configured by its constructor arguments only, which it records in
-    `self.family_config`: `get_config` echoes them and `from_config` is
-    `cls(**config)`, so a recipe, a `.keras` file and a SavedModel describe the same
-    model.
-    """
-
-    family_config: dict
-
-    def get_config(self):
-        return {"name": self.name, "trainable": self.trainable, **self.family_config}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
+        return cls(**{key: deserialize_config_value(value) for key, value in config.items()})

@@ -12,69 +12,11 @@ import math
 import keras
 import tensorflow as tf
 
-from vae_zoo import heads, networks, priors
-from vae_zoo.models.base import MODELS, Family
+from vae_zoo import heads, networks
+from vae_zoo.models.base import MODELS
+from vae_zoo.models.family import Family
 
 BODIES = ("dense", "conv")
-
-
-@keras.saving.register_keras_serializable(package="vae_zoo")
-@priors.PRIORS.register("conditional_gaussian")
-class ConditionalGaussianPrior(priors.Prior):
-    """Learned p(z|y) = N(μ(y), diag σ(y)²): an MLP maps the condition to μ and σ.
-
-    `distribution(c)` takes the condition vector `[B, k]` (one-hot labels for a
-    class-conditional model) and returns batch `[B]`, event `latent_shape`, so the KL
-    to a diagonal Gaussian q(z|x, y) stays analytic.
-
-    Args:
-        latent_shape: tuple, event shape of z.
-        hidden_units: sequence of ints, hidden widths of the MLP (`()`: affine in y).
-        activation: hidden-layer activation.
-        scale_floor: float, lower bound on σ.
-
-    Example:
-    ```python
-    prior = ConditionalGaussianPrior((8,), hidden_units=(32,))
-    p = prior.distribution(tf.one_hot([3, 7], 10))  # batch [2], event [8]
-    ```
-    """
-
-    conditional = True  # the model passes it the condition
-
-    def __init__(self, latent_shape, hidden_units=(64,), activation="relu", scale_floor=1e-4,
-                 **kwargs):
-        super().__init__(latent_shape, **kwargs)
-        self.hidden_units = tuple(int(u) for u in hidden_units)
-        self.activation = activation
-        self.scale_floor = float(scale_floor)
-        # The same split/softplus/Independent map as a diagonal-Gaussian posterior.
-        self.gaussian = heads.DiagonalGaussianPosterior(self.scale_floor)
-        self.network = networks.mlp_encoder(
-            self.hidden_units, self.gaussian.params_shape(self.latent_shape), activation,
-            name="prior_network",
-        )
-
-    def build(self, condition_shape=None):
-        # The condition's size is known at the first call (the model's dummy pass).
-        if condition_shape is not None:
-            self.network.build(condition_shape)
-
-    def distribution(self, condition=None):
-        if condition is None:
-            raise ValueError(
-                "the conditional_gaussian prior p(z|y) needs a condition; use it with "
-                "ConditionalVAE"
-            )
-        return self.gaussian(self.network(condition))  # batch [B], event latent_shape
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "hidden_units": self.hidden_units,
-            "activation": self.activation,
-            "scale_floor": self.scale_floor,
-        }
 
 
 @keras.saving.register_keras_serializable(package="vae_zoo")
@@ -111,15 +53,13 @@ class ConditionalVAE(Family):
         dense_units: conv body: dense widths after the convolutions (decoder reversed).
         likelihood: name or spec of a p(x|z, y) head in `vae_zoo.heads.LIKELIHOODS`.
         posterior: name or spec of a q(z|x, y) head in `vae_zoo.heads.POSTERIORS`.
-        prior: name or spec in `vae_zoo.priors.PRIORS`: "standard_normal" (fixed),
+        prior: name or spec in `vae_zoo.heads.PRIORS`: "standard_normal" (fixed),
             "conditional_gaussian" (learned p(z|y), e.g.
             `{"name": "conditional_gaussian", "hidden_units": [32]}`), or any
             unconditional prior.
         activation: hidden-layer activation.
-        beta: float >= 0, KL weight (see `VAE`).
-        analytic_kl: closed-form KL when TFP registers one.
-        objective, num_samples: "elbo" or "iwae" with K = num_samples (see `VAE`).
-        seed: int or None.
+        **kwargs: the shared arguments (beta, analytic_kl, objective, num_samples,
+            seed) and Keras layer arguments; see `Family`.
 
     Example:
     ```python
@@ -134,6 +74,10 @@ class ConditionalVAE(Family):
     Conditional Generative Models", NeurIPS 2015; Kingma et al., "Semi-Supervised
     Learning with Deep Generative Models", arXiv:1406.5298 (model M2).
     """
+
+    # Small arguments that build a working model (the shared family tests use them).
+    example_arguments = dict(input_shape=(8, 8, 1), latent_dim=2, num_classes=3,
+                             hidden_units=(8,))
 
     conditional = True
 
@@ -153,11 +97,6 @@ class ConditionalVAE(Family):
         posterior="diagonal_gaussian",
         prior="standard_normal",
         activation="relu",
-        beta=1.0,
-        analytic_kl=True,
-        objective="elbo",
-        num_samples=1,
-        seed=None,
         **kwargs,
     ):
         input_shape = tuple(int(d) for d in input_shape)
@@ -188,7 +127,7 @@ class ConditionalVAE(Family):
         # Layers.
         posterior_head = heads.POSTERIORS.build(posterior)
         likelihood_head = heads.LIKELIHOODS.build(likelihood)
-        prior_layer = priors.PRIORS.build(prior, latent_shape=(latent_dim,))
+        prior_layer = heads.PRIORS.build(prior, latent_shape=(latent_dim,))
         posterior_params = posterior_head.params_shape((latent_dim,))
         likelihood_params = likelihood_head.params_shape(input_shape)
         if body == "dense":
@@ -210,35 +149,8 @@ class ConditionalVAE(Family):
             likelihood=likelihood_head,
             prior=prior_layer,
             input_shape=input_shape,
-            beta=beta,
-            analytic_kl=analytic_kl,
-            objective=objective,
-            num_samples=num_samples,
-            seed=seed,
             **kwargs,
         )
-        # Config.
-        self.family_config = {
-            "input_shape": input_shape,
-            "latent_dim": latent_dim,
-            "num_classes": self.num_classes,
-            "condition_dim": self.condition_dim,
-            "body": body,
-            "hidden_units": hidden_units,
-            "filters": filters,
-            "kernel_sizes": kernel_sizes,
-            "strides": strides,
-            "dense_units": dense_units,
-            "likelihood": likelihood,
-            "posterior": posterior,
-            "prior": prior,
-            "activation": activation,
-            "beta": float(beta),
-            "analytic_kl": bool(analytic_kl),
-            "objective": objective,
-            "num_samples": int(num_samples),
-            "seed": seed,
-        }
 
     # ------------------------------------------------------------------ condition
 

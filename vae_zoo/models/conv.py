@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import keras
 
-from vae_zoo import heads, networks, priors
-from vae_zoo.models.base import MODELS, Family
+from vae_zoo import heads, networks
+from vae_zoo.models.base import MODELS
+from vae_zoo.models.family import Family
 
 # Named architectures: constructor arguments (all but input_shape), see `ConvVAE.preset`.
 PRESETS = {
@@ -60,12 +61,10 @@ class ConvVAE(Family):
         dense_units: sequence of ints, dense layers between the feature map and z.
         likelihood: name or spec of a p(x|z) head in `vae_zoo.heads.LIKELIHOODS`.
         posterior: name or spec of a q(z|x) head in `vae_zoo.heads.POSTERIORS`.
-        prior: name or spec of a prior in `vae_zoo.priors.PRIORS`.
+        prior: name or spec of a prior in `vae_zoo.heads.PRIORS`.
         activation: hidden-layer activation.
-        beta: float >= 0, KL weight (see `VAE`).
-        analytic_kl: closed-form KL when TFP registers one.
-        objective, num_samples: "elbo" or "iwae" with K = num_samples (see `VAE`).
-        seed: int or None.
+        **kwargs: the shared arguments (beta, analytic_kl, objective, num_samples,
+            seed) and Keras layer arguments; see `Family`.
 
     Example:
     ```python
@@ -79,6 +78,10 @@ class ConvVAE(Family):
     Reference: Kingma & Welling, "Auto-Encoding Variational Bayes", arXiv:1312.6114.
     """
 
+    # Small arguments that build a working model (the shared family tests use them).
+    example_arguments = dict(input_shape=(8, 8, 1), latent_dim=2, filters=(4, 4),
+                             kernel_sizes=(3, 3), strides=(2, 2), dense_units=(8,))
+
     def __init__(
         self,
         input_shape,
@@ -91,11 +94,6 @@ class ConvVAE(Family):
         posterior="diagonal_gaussian",
         prior="standard_normal",
         activation="relu",
-        beta=1.0,
-        analytic_kl=True,
-        objective="elbo",
-        num_samples=1,
-        seed=None,
         **kwargs,
     ):
         input_shape = tuple(int(d) for d in input_shape)
@@ -110,7 +108,7 @@ class ConvVAE(Family):
         # Layers.
         posterior_head = heads.POSTERIORS.build(posterior)
         likelihood_head = heads.LIKELIHOODS.build(likelihood)
-        prior_layer = priors.PRIORS.build(prior, latent_shape=(latent_dim,))
+        prior_layer = heads.PRIORS.build(prior, latent_shape=(latent_dim,))
         encoder = networks.conv_encoder(
             filters, kernel_sizes, strides, dense_units,
             posterior_head.params_shape((latent_dim,)), activation,
@@ -127,31 +125,8 @@ class ConvVAE(Family):
             likelihood=likelihood_head,
             prior=prior_layer,
             input_shape=input_shape,
-            beta=beta,
-            analytic_kl=analytic_kl,
-            objective=objective,
-            num_samples=num_samples,
-            seed=seed,
             **kwargs,
         )
-        # Config.
-        self.family_config = {
-            "input_shape": input_shape,
-            "latent_dim": latent_dim,
-            "filters": filters,
-            "kernel_sizes": kernel_sizes,
-            "strides": strides,
-            "dense_units": dense_units,
-            "likelihood": likelihood,
-            "posterior": posterior,
-            "prior": prior,
-            "activation": activation,
-            "beta": float(beta),
-            "analytic_kl": bool(analytic_kl),
-            "objective": objective,
-            "num_samples": int(num_samples),
-            "seed": seed,
-        }
 
     @classmethod
     def preset(cls, name, **overrides):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import keras
 
-from vae_zoo import heads, networks, priors
-from vae_zoo.models.base import MODELS, Family
+from vae_zoo import heads, networks
+from vae_zoo.models.base import MODELS
+from vae_zoo.models.family import Family
 
 
 @keras.saving.register_keras_serializable(package="vae_zoo")
@@ -24,12 +25,10 @@ class DenseVAE(Family):
         likelihood: name of a p(x|z) head in `vae_zoo.heads.LIKELIHOODS`, or
             `{"name": ..., **options}` (e.g. `{"name": "gaussian", "scale": 0.1}`).
         posterior: name or spec of a q(z|x) head in `vae_zoo.heads.POSTERIORS`.
-        prior: name or spec of a prior in `vae_zoo.priors.PRIORS`.
+        prior: name or spec of a prior in `vae_zoo.heads.PRIORS`.
         activation: hidden-layer activation.
-        beta: float >= 0, KL weight (see `VAE`).
-        analytic_kl: closed-form KL when TFP registers one.
-        objective, num_samples: "elbo" or "iwae" with K = num_samples (see `VAE`).
-        seed: int or None.
+        **kwargs: the shared arguments (beta, analytic_kl, objective, num_samples,
+            seed) and Keras layer arguments; see `Family`.
 
     Example:
     ```python
@@ -41,6 +40,9 @@ class DenseVAE(Family):
     Reference: Kingma & Welling, "Auto-Encoding Variational Bayes", arXiv:1312.6114.
     """
 
+    # Small arguments that build a working model (the shared family tests use them).
+    example_arguments = dict(input_shape=(8, 8, 1), latent_dim=2, hidden_units=(8,))
+
     def __init__(
         self,
         input_shape,
@@ -50,11 +52,6 @@ class DenseVAE(Family):
         posterior="diagonal_gaussian",
         prior="standard_normal",
         activation="relu",
-        beta=1.0,
-        analytic_kl=True,
-        objective="elbo",
-        num_samples=1,
-        seed=None,
         **kwargs,
     ):
         input_shape = tuple(int(d) for d in input_shape)
@@ -67,7 +64,7 @@ class DenseVAE(Family):
         # Layers.
         posterior_head = heads.POSTERIORS.build(posterior)
         likelihood_head = heads.LIKELIHOODS.build(likelihood)
-        prior_layer = priors.PRIORS.build(prior, latent_shape=(latent_dim,))
+        prior_layer = heads.PRIORS.build(prior, latent_shape=(latent_dim,))
         encoder = networks.mlp_encoder(
             hidden_units, posterior_head.params_shape((latent_dim,)), activation
         )
@@ -82,25 +79,5 @@ class DenseVAE(Family):
             likelihood=likelihood_head,
             prior=prior_layer,
             input_shape=input_shape,
-            beta=beta,
-            analytic_kl=analytic_kl,
-            objective=objective,
-            num_samples=num_samples,
-            seed=seed,
             **kwargs,
         )
-        # Config.
-        self.family_config = {
-            "input_shape": input_shape,
-            "latent_dim": latent_dim,
-            "hidden_units": hidden_units,
-            "likelihood": likelihood,
-            "posterior": posterior,
-            "prior": prior,
-            "activation": activation,
-            "beta": float(beta),
-            "analytic_kl": bool(analytic_kl),
-            "objective": objective,
-            "num_samples": int(num_samples),
-            "seed": seed,
-        }

@@ -1,8 +1,8 @@
 """Discrete VAE: z is a set of independent categoricals, trained by REINFORCE or Gumbel-softmax.
 
 Sampled one-hot vectors have no gradient with respect to the encoder, so the
-reparameterization trick of THEORY.md ("Amortized inference and gradients") does not
-apply. Two estimators replace it:
+reparameterization trick (docs/theory.md, "Amortized inference and gradients") does
+not apply; the estimators' maths is in `vae_zoo.objectives`. Two estimators replace it:
 
 - "reinforce": the score-function estimator E_q[(f(x, z) − b) ∇_φ log q_φ(z|x)] with the
   learning signal f = log p(x|z) and a baseline b (a running mean of f, optionally plus
@@ -19,8 +19,9 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from vae_zoo import heads, networks, objectives, priors
-from vae_zoo.models.base import MODELS, Family
+from vae_zoo import heads, networks, objectives
+from vae_zoo.models.base import MODELS
+from vae_zoo.models.family import Family
 
 ESTIMATORS = ("gumbel_softmax", "reinforce")
 BASELINES = ("none", "moving_average", "learned")
@@ -86,8 +87,8 @@ class DiscreteVAE(Family):
         baseline_units: sequence of ints, hidden widths of the learned baseline MLP.
         likelihood: name or spec of a p(x|z) head in `vae_zoo.heads.LIKELIHOODS`.
         activation: hidden-layer activation.
-        beta: float >= 0, KL weight (see `VAE`).
-        seed: int or None.
+        **kwargs: the shared arguments beta and seed (its objective is fixed) and
+            Keras layer arguments; see `Family`.
 
     Example:
     ```python
@@ -104,6 +105,12 @@ class DiscreteVAE(Family):
     Inference and Learning in Belief Networks", arXiv:1402.0030 (baselines).
     """
 
+    # Small arguments that build a working model (the shared family tests use them).
+    example_arguments = dict(input_shape=(8, 8, 1), num_latents=2, num_categories=3,
+                             hidden_units=(8,))
+
+    shared_arguments = ("beta", "seed")
+
     def __init__(
         self,
         input_shape,
@@ -117,8 +124,6 @@ class DiscreteVAE(Family):
         baseline_units=(100,),
         likelihood="bernoulli",
         activation="relu",
-        beta=1.0,
-        seed=None,
         **kwargs,
     ):
         input_shape = tuple(int(d) for d in input_shape)
@@ -143,7 +148,7 @@ class DiscreteVAE(Family):
         # Layers.
         posterior_head = heads.CategoricalPosterior()
         likelihood_head = heads.LIKELIHOODS.build(likelihood)
-        prior_layer = priors.UniformCategoricalPrior(latent_shape)
+        prior_layer = heads.UniformCategoricalPrior(latent_shape)
         encoder = networks.mlp_encoder(
             hidden_units, posterior_head.params_shape(latent_shape), activation
         )
@@ -176,27 +181,9 @@ class DiscreteVAE(Family):
             likelihood=likelihood_head,
             prior=prior_layer,
             input_shape=input_shape,
-            beta=beta,
             analytic_kl=True,
-            seed=seed,
             **kwargs,
         )
-        # Config.
-        self.family_config = {
-            "input_shape": input_shape,
-            "num_latents": num_latents,
-            "num_categories": num_categories,
-            "hidden_units": hidden_units,
-            "estimator": estimator,
-            "temperature": float(temperature),
-            "baseline": baseline,
-            "baseline_decay": float(baseline_decay),
-            "baseline_units": baseline_units,
-            "likelihood": likelihood,
-            "activation": activation,
-            "beta": float(beta),
-            "seed": seed,
-        }
 
     def build(self, input_shape=None):
         if self.built:
@@ -256,7 +243,7 @@ class DiscreteVAE(Family):
             "elbo": reconstruction - kl,
             "reconstruction": reconstruction,
             "kl": kl,
-            "loss": -(reconstruction - beta * kl),
+            "loss": objectives.beta_elbo_loss(reconstruction, kl, beta),
         }
         if self.estimator == "reinforce":
             terms["surrogate"] = self._score_function_surrogate(x, q, z, terms, training)
@@ -264,7 +251,9 @@ class DiscreteVAE(Family):
             relaxed = self.posterior.relaxed(params, self.temperature)
             z_relaxed = relaxed.sample(seed=self.draw_seed())  # [B, L, C] on the simplex
             terms["relaxed_reconstruction"] = self.decode(z_relaxed).log_prob(x)
-            terms["surrogate"] = -(terms["relaxed_reconstruction"] - beta * kl)
+            terms["surrogate"] = objectives.relaxed_surrogate(
+                terms["relaxed_reconstruction"], kl, beta
+            )
         return terms
 
     def _score_function_surrogate(self, x, q, z, terms, training):
@@ -286,9 +275,8 @@ class DiscreteVAE(Family):
                 residual = tf.cast(self.baseline_network(x), tf.float32)[:, 0]  # [B]
                 baseline += tf.stop_gradient(residual)
                 squared_error = tf.square(residual - (signal - average))
-                baseline_loss = squared_error - tf.stop_gradient(squared_error)
-        log_q = q.log_prob(z)  # [B]
-        advantage = tf.stop_gradient(signal - baseline)
-        # Value 0, gradient (f − b) ∇_φ log q(z|x).
-        score = advantage * (log_q - tf.stop_gradient(log_q))
-        return terms["loss"] - score + baseline_loss
+                baseline_loss = objectives.zero_with_gradient(squared_error)
+        surrogate = objectives.score_function_surrogate(
+            terms["loss"], q.log_prob(z), signal, baseline
+        )
+        return surrogate + baseline_loss

@@ -6,8 +6,9 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from vae_zoo import heads, networks, priors
-from vae_zoo.models.base import MODELS, Family
+from vae_zoo import heads, networks
+from vae_zoo.models.base import MODELS
+from vae_zoo.models.family import Family
 
 
 @keras.saving.register_keras_serializable(package="vae_zoo")
@@ -45,13 +46,11 @@ class FullyConvVAE(Family):
         strides: sequence of ints, one per convolution.
         likelihood: name or spec of a p(x|z) head in `vae_zoo.heads.LIKELIHOODS`.
         posterior: name or spec of a q(z|x) head in `vae_zoo.heads.POSTERIORS`.
-        prior: name or spec of a prior in `vae_zoo.priors.PRIORS` over a latent map:
+        prior: name or spec of a prior in `vae_zoo.heads.PRIORS` over a latent map:
             "standard_normal" or "spatial_autoregressive".
         activation: hidden-layer activation.
-        beta: float >= 0, KL weight (see `VAE`).
-        analytic_kl: closed-form KL when TFP registers one (not for the learned prior).
-        objective, num_samples: "elbo" or "iwae" with K = num_samples (see `VAE`).
-        seed: int or None.
+        **kwargs: the shared arguments (beta, analytic_kl, objective, num_samples,
+            seed) and Keras layer arguments; see `Family`.
 
     Example:
     ```python
@@ -69,6 +68,10 @@ class FullyConvVAE(Family):
     arXiv:1601.06759.
     """
 
+    # Small arguments that build a working model (the shared family tests use them).
+    example_arguments = dict(input_shape=(8, 8, 1), latent_channels=2, filters=(4, 4),
+                             kernel_sizes=(3, 3), strides=(2, 2))
+
     def __init__(
         self,
         input_shape,
@@ -80,11 +83,6 @@ class FullyConvVAE(Family):
         posterior="diagonal_gaussian",
         prior="standard_normal",
         activation="relu",
-        beta=1.0,
-        analytic_kl=True,
-        objective="elbo",
-        num_samples=1,
-        seed=None,
         **kwargs,
     ):
         input_shape = tuple(int(d) for d in input_shape)
@@ -102,7 +100,7 @@ class FullyConvVAE(Family):
         # Layers.
         posterior_head = heads.POSTERIORS.build(posterior)
         likelihood_head = heads.LIKELIHOODS.build(likelihood)
-        prior_layer = priors.PRIORS.build(prior, latent_shape=latent_shape)
+        prior_layer = heads.PRIORS.build(prior, latent_shape=latent_shape)
         encoder = networks.fully_conv_encoder(
             input_shape[-1], filters, kernel_sizes, strides,
             posterior_head.params_shape(latent_shape)[-1], activation,
@@ -119,30 +117,8 @@ class FullyConvVAE(Family):
             likelihood=likelihood_head,
             prior=prior_layer,
             input_shape=input_shape,
-            beta=beta,
-            analytic_kl=analytic_kl,
-            objective=objective,
-            num_samples=num_samples,
-            seed=seed,
             **kwargs,
         )
-        # Config.
-        self.family_config = {
-            "input_shape": input_shape,
-            "latent_channels": latent_channels,
-            "filters": filters,
-            "kernel_sizes": kernel_sizes,
-            "strides": strides,
-            "likelihood": likelihood,
-            "posterior": posterior,
-            "prior": prior,
-            "activation": activation,
-            "beta": float(beta),
-            "analytic_kl": bool(analytic_kl),
-            "objective": objective,
-            "num_samples": int(num_samples),
-            "seed": seed,
-        }
 
     # ------------------------------------------------------------------ any image size
 

@@ -3,7 +3,7 @@
 z is categorical over K components and p(x|z=k) = N(x; μ_k, Σ_k), so
 p(x) = Σ_k α_k N(x; μ_k, Σ_k) is exact and cheap: a reference point for a VAE's
 importance-weighted bound on log p(x) (`vae_zoo.evaluate.log_likelihood`) on the same
-data. Notation follows THEORY.md and Bishop, PRML §9.2.
+data. Notation follows docs/theory.md and Bishop, PRML §9.2.
 """
 
 from __future__ import annotations
@@ -225,7 +225,7 @@ class GaussianMixture:
         return x[index]
 
     def _m_step(self, x, gamma):
-        """α, μ, Σ from responsibilities `gamma` `[N, K]` (THEORY.md's M step)."""
+        """α, μ, Σ from responsibilities `gamma` `[N, K]` (docs/theory.md's M step)."""
         n, d = x.shape
         n_k = tf.reduce_sum(gamma, axis=0) + _MIN_COUNT  # [K]
         alpha = n_k / float(n)  # [K]

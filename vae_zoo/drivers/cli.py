@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from vae_zoo._quiet import import_tensorflow
-from vae_zoo.recipes import STRATEGIES
+from vae_zoo.training.distribute import STRATEGIES
 
 EXIT_USAGE = 2
 
@@ -93,7 +93,7 @@ def _parser():
 
 
 def _cmd_train(args):
-    from vae_zoo import recipes, runs
+    from vae_zoo.drivers import recipes, runs
 
     overrides = args.overrides + ([f"train.strategy={args.strategy}"] if args.strategy else [])
     recipe = recipes.load(args.recipe or recipes.DEFAULT_RECIPE, overrides)
@@ -110,11 +110,12 @@ def _cmd_train(args):
 
 
 def _cmd_sample(args):
-    from vae_zoo import plots, runs
+    from vae_zoo import plots
+    from vae_zoo.drivers import runs
 
     if args.num < 1:
         raise ValueError(f"-n must be >= 1, got {args.num}")
-    from vae_zoo import export
+    from vae_zoo.drivers import export
 
     exported = export.find_export(args.model)
     if exported is not None:  # a SavedModel from `vae-zoo export`: no .keras needed
@@ -142,13 +143,16 @@ def _cmd_sample(args):
 def _eval_data(model_path, model, examples, seed):
     """Test `(x, y, dataset name)` for a model: its run's recipe when there is one, else
     mnist_sample. y holds the labels of a conditional model, else None."""
-    from vae_zoo import heads, recipes, runs
+    from vae_zoo import data
+    from vae_zoo.drivers import recipes, runs
 
     recipe_file = model_path.parent / "recipe.json"
     if recipe_file.is_file():
         recipe = recipes.validate(json.loads(recipe_file.read_text()))
     else:
-        binarize = "static" if isinstance(model.likelihood, heads.BernoulliLikelihood) else "none"
+        # the embedded digits as they are if the likelihood takes grey levels, else binarized
+        grey = data.load_embedded_mnist()["x_test"][:100] / 255.0
+        binarize = "none" if model.likelihood.support_problem(grey) is None else "static"
         recipe = recipes.validate({"data": {"binarize": binarize}, "model": {"family": "dense", "latent_dim": 1}})
     if recipes.input_shape(recipe) != tuple(model.data_shape):
         raise ValueError(
@@ -161,7 +165,8 @@ def _eval_data(model_path, model, examples, seed):
 
 
 def _cmd_evaluate(args):
-    from vae_zoo import evaluate, runs
+    from vae_zoo import evaluate
+    from vae_zoo.drivers import runs
 
     if args.samples < 1 or args.examples < 1:
         raise ValueError("--samples and --examples must be >= 1")
@@ -180,7 +185,8 @@ def _cmd_evaluate(args):
 
 
 def _sample_export(args, folder):
-    from vae_zoo import export, plots
+    from vae_zoo import plots
+    from vae_zoo.drivers import export
 
     images, columns = export.sample_grid(folder, args.num, label=args.label, seed=args.seed)
     tag = "" if args.label is None else f"label{args.label}-"
@@ -191,7 +197,7 @@ def _sample_export(args, folder):
 
 
 def _cmd_export(args):
-    from vae_zoo import export, runs
+    from vae_zoo.drivers import export, runs
 
     if not args.name or Path(args.name).name != args.name or args.name in (".", ".."):
         raise ValueError(f"--name must be a plain folder name, got {args.name!r}")
@@ -201,14 +207,14 @@ def _cmd_export(args):
 
 
 def _cmd_recipes(args):
-    from vae_zoo import recipes
+    from vae_zoo.drivers import recipes
 
     for name in recipes.available():
         print(name)
 
 
 def _print_strategy(recipe):
-    from vae_zoo import distribute
+    from vae_zoo.training import distribute
 
     strategy = distribute.strategy_for(recipe["train"]["strategy"])
     replicas = distribute.num_replicas(strategy)
@@ -219,7 +225,7 @@ def _print_strategy(recipe):
 
 
 def _cmd_tune(args):
-    from vae_zoo import recipes, tuning
+    from vae_zoo.drivers import recipes, tuning
 
     if args.top < 1:
         raise ValueError(f"--top must be >= 1, got {args.top}")

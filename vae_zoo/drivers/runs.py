@@ -41,9 +41,15 @@ import time
 import zipfile
 from pathlib import Path
 
+import keras
 import numpy as np
 
-from vae_zoo import recipes as recipes_lib
+from vae_zoo import evaluate, plots
+from vae_zoo.drivers import recipes as recipes_lib
+from vae_zoo.training import distribute
+from vae_zoo.training.callbacks import CollapseDiagnostics, ImageGrids, StopOnNaN
+from vae_zoo.training.checkpointing import AtomicModelCheckpoint, pid_alive, write_json
+from vae_zoo.training.keras_internals import AtomicBackupAndRestore
 
 RUNS_DIR = "runs"
 
@@ -111,16 +117,14 @@ def sample_grid(model, n, label=None, seed=0):
 
 def _monitoring_callbacks(recipe, model, x_test, y_test, folder):
     """Per-epoch diagnostics and image grids the recipe's [output] section asks for."""
-    from vae_zoo import callbacks, plots
-
     out = recipe["output"]
     chosen = []
     if out["diagnostics"]:
-        chosen.append(callbacks.CollapseDiagnostics(
+        chosen.append(CollapseDiagnostics(
             x_test[:500], None if y_test is None else y_test[:500], log_dir=folder / "logs"
         ))
     if out["images_every"] and plots.is_image_shape(model.data_shape):
-        chosen.append(callbacks.ImageGrids(
+        chosen.append(ImageGrids(
             x_test[:16], None if y_test is None else y_test[:16], output_dir=folder / "images",
             log_dir=folder / "logs", every=out["images_every"],
             num_samples=min(out["grid_size"], 64),
@@ -128,10 +132,8 @@ def _monitoring_callbacks(recipe, model, x_test, y_test, folder):
     return chosen
 
 
-def _check_labels(recipe, model, *label_arrays):
+def check_labels(recipe, model, *label_arrays):
     """Refuse class labels a conditional model has no class for (before any training)."""
-    from vae_zoo import evaluate
-
     for y in label_arrays:
         bad = evaluate.label_out_of_range(model, y)
         if bad is not None:
@@ -142,16 +144,14 @@ def _check_labels(recipe, model, *label_arrays):
             )
 
 
-def _check_data(recipe, model, *arrays):
+def check_data(recipe, model, *arrays):
     """Refuse data the model's likelihood cannot score (before any training)."""
-    from vae_zoo import heads
-
     for x in arrays:
         if len(x) == 0:
             raise ValueError(f"dataset {recipe['data']['dataset']!r} gave no examples")
         if not np.all(np.isfinite(x)):
             raise ValueError(f"dataset {recipe['data']['dataset']!r} contains NaN or inf values")
-        problem = heads.data_range_problem(model.likelihood, x)
+        problem = model.likelihood.support_problem(x)
         if problem:
             d = recipe["data"]
             raise ValueError(
@@ -160,21 +160,6 @@ def _check_data(recipe, model, *arrays):
                 + ("; set data.binarize = 'dynamic' or 'static', or pick a Gaussian or 8-bit "
                    "likelihood" if d["binarize"] == "none" else "")
             )
-
-
-def _write_json(path, payload):
-    Path(path).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-
-def _write_json_atomic(path, payload, indent=None):
-    """Write JSON to a temporary file, flush it to disk, then rename it over `path`."""
-    path = Path(path)
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(json.dumps(payload, indent=indent, sort_keys=True) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class TrainingDiverged(RuntimeError):
@@ -187,96 +172,10 @@ def staging_path(output) -> Path:
     return output.parent / f".{output.name}.partial"
 
 
-def _backup_callbacks():
-    import keras
-
-    class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
-        """`BackupAndRestore` whose checkpoint is replaced in one atomic step.
-
-        Each save writes a new weights file, then atomically replaces
-        `training_metadata.json`, which names that file and the finished epoch; only
-        then is the previous weights file removed. A crash or kill at any point leaves
-        the previous checkpoint loadable (Keras' own writes the weights in place).
-        Nothing is saved once `guard` (a `StopOnNaN`) has seen the loss diverge.
-        """
-
-        def __init__(self, backup_dir, guard=None, **kwargs):
-            super().__init__(backup_dir, **kwargs)
-            self.guard = guard
-
-        def on_epoch_end(self, epoch, logs=None):
-            if self.guard is not None and self.guard.diverged is not None:
-                return  # keep the last good checkpoint
-            super().on_epoch_end(epoch, logs)
-
-        def _load_model(self):
-            meta_path = Path(self.backup_dir) / "training_metadata.json"
-            if not meta_path.is_file():
-                return
-            meta = json.loads(meta_path.read_text())
-            if self.model.optimizer is not None and not self.model.optimizer.built:
-                self.model.optimizer.build(self.model.trainable_variables)
-            self.model.load_weights(Path(self.backup_dir) / meta["weights"])
-            self.model._initial_epoch = meta["epoch"]
-
-        def _save_model(self):
-            backup = Path(self.backup_dir)
-            backup.mkdir(parents=True, exist_ok=True)
-            meta_path = backup / "training_metadata.json"
-            old = json.loads(meta_path.read_text())["weights"] if meta_path.is_file() else None
-            name = f"epoch-{self._current_epoch}-batch-{self._last_batch_seen}.weights.h5"
-            if name == old:
-                name = "again-" + name
-            self.model.save_weights(backup / name, overwrite=True)
-            _write_json_atomic(meta_path, {"epoch": self._current_epoch,
-                                           "batch": self._last_batch_seen, "weights": name})
-            for stale in backup.glob("*.weights.h5"):
-                if stale.name != name:
-                    stale.unlink(missing_ok=True)
-
-    class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
-        """`ModelCheckpoint` that writes beside the target and renames into place."""
-
-        def __init__(self, filepath, **kwargs):
-            self.final_path = Path(filepath)
-            super().__init__(str(self.final_path.with_name("partial-" + self.final_path.name)),
-                             **kwargs)
-
-        def on_epoch_end(self, epoch, logs=None):
-            super().on_epoch_end(epoch, logs)
-            if os.path.exists(self.filepath):
-                os.replace(self.filepath, self.final_path)
-
-    return AtomicBackupAndRestore, AtomicModelCheckpoint
-
-
-def _nan_guard():
-    import keras
-
-    class StopOnNaN(keras.callbacks.Callback):
-        """`TerminateOnNaN` that remembers where: `diverged` = (epoch, batch) or None."""
-
-        def __init__(self):
-            super().__init__()
-            self.diverged = None
-            self._epoch = 0
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self._epoch = epoch
-
-        def on_train_batch_end(self, batch, logs=None):
-            loss = (logs or {}).get("loss")
-            if loss is not None and not np.isfinite(float(loss)):
-                self.diverged = (self._epoch, batch, float(loss))
-                self.model.stop_training = True
-
-    return StopOnNaN()
-
-
 def _resume_state(staging, recipe):
     """Epochs finished in `staging`'s checkpoint, or None when there is nothing to resume
     (no checkpoint, or one of another recipe, which is then discarded)."""
-    meta = staging / "backup" / "training_metadata.json"
+    meta = staging / "backup" / AtomicBackupAndRestore.METADATA
     recipe_file = staging / "recipe.json"
     if not meta.is_file() or not recipe_file.is_file():
         return None
@@ -309,18 +208,99 @@ def _cut_history(path, epochs):
 
 def _claim(staging):
     """Mark `staging` as ours; refuse one a live process is writing."""
-    from vae_zoo.export import _pid_alive
-
     owner = staging / "owner.pid"
     if owner.is_file():
         pid = owner.read_text().strip()
-        if pid.isdigit() and int(pid) != os.getpid() and _pid_alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and pid_alive(int(pid)):
             raise FileExistsError(f"run folder {staging} is being written by process {pid}")
     owner.write_text(str(os.getpid()))
 
 
+def _has_checkpoint(staging) -> bool:
+    return (staging / "backup" / AtomicBackupAndRestore.METADATA).is_file()
+
+
+def _open_staging(output, overwrite, chief, recipe):
+    """(staging folder, epochs to resume from or None). The chief stages beside the
+    run folder (resuming a checkpoint of the same recipe); other workers write to a
+    temporary folder."""
+    if not chief:  # another worker: the same training, its files thrown away
+        return Path(tempfile.mkdtemp(prefix="vae_zoo-worker-")), None
+    if output.exists() and not overwrite:
+        raise FileExistsError(f"run folder {output} already exists (use --overwrite to replace it)")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = staging_path(output)
+    resume_from = None
+    if staging.is_dir():
+        _claim(staging)
+        resume_from = _resume_state(staging, recipe)
+        if resume_from is None:
+            shutil.rmtree(staging)
+    staging.mkdir(exist_ok=True)
+    _claim(staging)
+    return staging, resume_from
+
+
+def _fit_callbacks(recipe, model, staging, x_test, y_test, resume_from, resumable, guard):
+    """The recipe's callbacks in order. The CSV row of an epoch is written before its
+    checkpoint, so a resumed run cuts history.csv back to the checkpoint and loses no
+    row."""
+    best = None
+    if resume_from is not None:
+        best = _cut_history(staging / "history.csv", resume_from)
+    chosen = [guard] + _monitoring_callbacks(recipe, model, x_test, y_test, staging) + [
+        keras.callbacks.CSVLogger(str(staging / "history.csv"), append=resume_from is not None),
+        keras.callbacks.TensorBoard(log_dir=str(staging / "logs")),
+    ]
+    if resumable:
+        chosen += [
+            AtomicModelCheckpoint(staging / "best.keras", monitor="val_loss", save_best_only=True,
+                                  initial_value_threshold=best),
+            AtomicBackupAndRestore(str(staging / "backup"), guard=guard, delete_checkpoint=False),
+        ]
+    return chosen
+
+
+def _write_results(recipe, model, staging, x_test, labels, y_test):
+    """metrics.json and the pictures of a trained model."""
+    metrics = {"epochs": recipe["train"]["epochs"]}
+    num_samples = recipe["evaluate"]["num_samples"]
+    if num_samples:
+        metrics.update(evaluate.summarize(model, x_test, num_samples=num_samples, y=y_test))
+    write_json(staging / "metrics.json", metrics)
+    if plots.is_image_shape(model.data_shape):
+        images, columns = sample_grid(model, recipe["output"]["grid_size"], seed=0)
+        plots.save_grid(images, staging / "samples.png", columns)
+        shown = min(len(x_test), 32)
+        y_shown = None if y_test is None else y_test[:shown]
+        plots.save_reconstructions(
+            x_test[:shown], model.reconstruct(x_test[:shown], y_shown).numpy(),
+            staging / "reconstructions.png",
+        )
+    if labels is not None:
+        means = evaluate.posterior_statistics(model, x_test, y=y_test)["mean"]
+        plots.save_latent_scatter(means, labels, staging / "latents.png")
+
+
+def _publish(staging, output):
+    """Rename the finished staging folder into place (swapping an old one out last)."""
+    shutil.rmtree(staging / "backup", ignore_errors=True)
+    (staging / "owner.pid").unlink(missing_ok=True)
+    if output.exists():  # overwrite=True: swap the old folder out only now
+        old = output.parent / f".{output.name}.old-{os.getpid()}"
+        output.rename(old)
+        staging.rename(output)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        staging.rename(output)
+
+
 def train(recipe, output=None, overwrite=False, verbose=1, callbacks=()) -> Path | None:
     """Train the model a validated recipe describes and write its run folder.
+
+    One pass: datasets, then the model (its β schedule from [annealing]) in the
+    strategy's scope, checks of the data, `fit` with the recipe's callbacks, the
+    evaluation and pictures, and the rename into place.
 
     Args:
         recipe: a dict from `vae_zoo.recipes.load`.
@@ -333,88 +313,58 @@ def train(recipe, output=None, overwrite=False, verbose=1, callbacks=()) -> Path
         The run folder's path; None on the non-chief workers of a multi-worker run,
         which write no run folder.
     """
-    import keras
-
-    from vae_zoo import distribute, evaluate, plots
-
+    extra_callbacks = list(callbacks)
     strategy = distribute.strategy_for(recipe["train"]["strategy"])
     chief = distribute.is_chief(strategy)
     output = Path(output) if output else default_output(recipe)
-    if chief and output.exists() and not overwrite:
-        raise FileExistsError(f"run folder {output} already exists (use --overwrite to replace it)")
-    resume_from = None
-    if chief:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        staging = staging_path(output)
-        if staging.is_dir():
-            _claim(staging)
-            resume_from = _resume_state(staging, recipe)
-            if resume_from is None:
-                shutil.rmtree(staging)
-        staging.mkdir(exist_ok=True)
-        _claim(staging)
-    else:  # another worker: the same training, its files thrown away
-        staging = Path(tempfile.mkdtemp(prefix="vae_zoo-worker-"))
+    staging, resume_from = _open_staging(output, overwrite, chief, recipe)
     # No checkpoints under MultiWorkerMirroredStrategy: Keras 3's BackupAndRestore has no
     # notion of workers (each would write, and restore on its own; workers resuming from
     # different epochs never pair their all-reduces). See README, "Faults and bad input".
     resumable = chief and not distribute.is_multi_worker(strategy)
-    extra_callbacks = list(callbacks)
-    nan_guard = _nan_guard()
+    guard = StopOnNaN()
     try:
         keras.utils.set_random_seed(recipe["train"]["seed"])
         train_ds, test_ds = recipes_lib.build_datasets(
             recipe, replicas=distribute.num_replicas(strategy)
         )
+        steps = recipes_lib.steps_per_epoch(train_ds)
+        if steps is None and recipe["annealing"]["schedule"] != "none":
+            raise ValueError(f"annealing.schedule = {recipe['annealing']['schedule']!r} needs "
+                             f"the number of batches per epoch, which dataset "
+                             f"{recipe['data']['dataset']!r} does not declare")
         with strategy.scope():
-            model = recipes_lib.compile_model(recipes_lib.build_model(recipe), recipe)
+            model = recipes_lib.build_model(recipe, steps)
+            recipes_lib.compile_model(model, recipe)
         distribute.prepare_model(model, strategy)
-        _write_json(staging / "recipe.json", recipe)
+        write_json(staging / "recipe.json", recipe)
         x_test, labels = first_examples(test_ds, recipe["evaluate"]["examples"])
         y_test = labels if model.conditional else None  # what the model is conditioned on
         # the test split goes through the same pipeline (binarized whenever training data
         # are), so it shows a mismatch with the likelihood without touching train_ds
-        _check_data(recipe, model, x_test)
+        check_data(recipe, model, x_test)
         # (not by iterating train_ds: an extra pass would move its shuffle order)
         if int(train_ds.cardinality()) == 0:
             raise ValueError(f"dataset {recipe['data']['dataset']!r} split "
                              f"{recipe['data']['train_split']!r} gave no training examples")
         if y_test is not None:
-            _check_labels(recipe, model, y_test)
-        best = None
+            check_labels(recipe, model, y_test)
         if resume_from is not None:
-            best = _cut_history(staging / "history.csv", resume_from)
             print(f"resuming {output} after epoch {resume_from} from {staging / 'backup'}",
                   flush=True)
-        # Order matters: the CSV row of an epoch is written before its checkpoint, so a
-        # resumed run cuts history.csv back to the checkpoint and loses no row.
-        fit_callbacks = [nan_guard] + recipes_lib.build_callbacks(recipe) + _monitoring_callbacks(
-            recipe, model, x_test, y_test, staging
-        ) + [
-            keras.callbacks.CSVLogger(str(staging / "history.csv"), append=resume_from is not None),
-            keras.callbacks.TensorBoard(log_dir=str(staging / "logs")),
-        ]
-        if resumable:
-            backup_cls, checkpoint_cls = _backup_callbacks()
-            fit_callbacks += [
-                checkpoint_cls(staging / "best.keras", monitor="val_loss", save_best_only=True,
-                               initial_value_threshold=best),
-                backup_cls(str(staging / "backup"), guard=nan_guard, delete_checkpoint=False),
-            ]
-        fit_callbacks += extra_callbacks
         model.fit(
             distribute.shard(train_ds),
             validation_data=distribute.shard(model_inputs(test_ds, model)),
             epochs=recipe["train"]["epochs"],
-            callbacks=fit_callbacks,
+            callbacks=_fit_callbacks(recipe, model, staging, x_test, y_test, resume_from,
+                                     resumable, guard) + extra_callbacks,
             verbose=verbose,
             shuffle=False,  # the dataset reshuffles itself every epoch
         )
-        if nan_guard.diverged is not None:
-            epoch, batch, loss = nan_guard.diverged
+        if guard.diverged is not None:
+            epoch, batch, loss = guard.diverged
             kept = (f"last good checkpoint kept at {staging / 'backup'}"
-                    if (staging / "backup" / "training_metadata.json").is_file()
-                    else "no epoch finished, nothing kept")
+                    if _has_checkpoint(staging) else "no epoch finished, nothing kept")
             raise TrainingDiverged(
                 f"training diverged at epoch {epoch + 1}, batch {batch + 1} (loss is {loss}); "
                 f"{kept}; lower train.learning_rate and rerun"
@@ -423,39 +373,13 @@ def train(recipe, output=None, overwrite=False, verbose=1, callbacks=()) -> Path
         if not chief:
             shutil.rmtree(staging, ignore_errors=True)
             return None
-
-        metrics = {"epochs": recipe["train"]["epochs"]}
-        num_samples = recipe["evaluate"]["num_samples"]
-        if num_samples:
-            metrics.update(evaluate.summarize(model, x_test, num_samples=num_samples, y=y_test))
-        _write_json(staging / "metrics.json", metrics)
-
-        if plots.is_image_shape(model.data_shape):
-            images, columns = sample_grid(model, recipe["output"]["grid_size"], seed=0)
-            plots.save_grid(images, staging / "samples.png", columns)
-            shown = min(len(x_test), 32)
-            y_shown = None if y_test is None else y_test[:shown]
-            plots.save_reconstructions(
-                x_test[:shown], model.reconstruct(x_test[:shown], y_shown).numpy(),
-                staging / "reconstructions.png",
-            )
-        if labels is not None:
-            means = evaluate.posterior_statistics(model, x_test, y=y_test)["mean"]
-            plots.save_latent_scatter(means, labels, staging / "latents.png")
+        _write_results(recipe, model, staging, x_test, labels, y_test)
     except BaseException:
-        if not (resumable and (staging / "backup" / "training_metadata.json").is_file()):
+        if not (resumable and _has_checkpoint(staging)):
             shutil.rmtree(staging, ignore_errors=True)
         # else: keep the last good checkpoint; rerunning the command resumes from it
         raise
-    shutil.rmtree(staging / "backup", ignore_errors=True)
-    (staging / "owner.pid").unlink(missing_ok=True)
-    if output.exists():  # overwrite=True: swap the old folder out only now
-        old = output.parent / f".{output.name}.old-{os.getpid()}"
-        output.rename(old)
-        staging.rename(output)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        staging.rename(output)
+    _publish(staging, output)
     return output
 
 
@@ -471,10 +395,6 @@ def resolve_model_path(path) -> Path:
 
 def load_model(path):
     """Load a vae_zoo model from a run folder or a `.keras` file (one-line errors)."""
-    import keras
-
-    import vae_zoo.models  # noqa: F401  (registers the classes)
-
     path = resolve_model_path(path)
     if not zipfile.is_zipfile(path):
         raise ValueError(f"cannot load model {path}: not a .keras archive (corrupt or another format)")

@@ -1,116 +1,45 @@
 """Keras callbacks for VAE training.
 
 - `KLAnnealing` schedules β, the weight of the KL term, every training step: start low
-  so the model learns to use z, then raise it so prior samples become good (THEORY.md,
-  "Failure modes and β"). The schedules are plain functions of the global step in
-  `SCHEDULES`, so a recipe names one by string.
+  so the model learns to use z, then raise it so prior samples become good (docs/theory.md,
+  "KL annealing"), with a `vae_zoo.schedules.BetaSchedule`.
 - `CollapseDiagnostics` measures KL per dimension and active units on held-out data
-  each epoch and names the failure mode of THEORY.md when one appears.
+  each epoch and names the failure mode of docs/theory.md when one appears.
 - `ImageGrids` writes prior samples, reconstructions and latent interpolations each
   epoch, as PNG files and to TensorBoard.
+- `IWLogLikelihood` adds the importance-weighted log-likelihood of held-out data to
+  the epoch logs (an objective for keras-tuner).
+- `StopOnNaN` stops training at a non-finite loss and remembers where.
 """
 
 from __future__ import annotations
 
-import functools
-import math
-import numbers
-import operator
-import types
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from vae_zoo.registry import Registry
-
-SCHEDULES = Registry("annealing schedule")
-
-
-def _logistic(t):
-    return 1.0 / (1.0 + math.exp(-t))
-
-
-# The few operations the schedules use, for Python floats (the callback's per-call
-# value, no TensorFlow dispatch) and for tensors (the compiled step's counter).
-_PYTHON_OPS = types.SimpleNamespace(minimum=min, maximum=max, sigmoid=_logistic, mod=operator.mod)
-_TENSOR_OPS = types.SimpleNamespace(
-    minimum=tf.minimum,
-    maximum=tf.maximum,
-    sigmoid=lambda t: tf.sigmoid(tf.cast(t, tf.float64)),  # also of Python constants
-    mod=tf.math.floormod,
-)
-
-
-def _schedule(fn):
-    """Registers `fn(step, ops, **options)`, written once with the operations in `ops`.
-
-    Called with a Python number the schedule returns a Python float; with a tensor (the
-    optimizer's step counter inside the compiled training step) a float64 tensor.
-    """
-
-    @functools.wraps(fn)
-    def schedule(step, **options):
-        if isinstance(step, numbers.Real):  # also NumPy scalars
-            return float(fn(float(step), _PYTHON_OPS, **options))
-        return fn(tf.cast(step, tf.float64), _TENSOR_OPS, **options)
-
-    return SCHEDULES.register(fn.__name__)(schedule)
-
-
-@_schedule
-def constant(step, ops, *, beta_max, **_):
-    """β = beta_max throughout."""
-    return beta_max + 0.0 * step  # step's shape: a float, or a tensor like the counter
-
-
-@_schedule
-def linear(step, ops, *, beta_min, beta_max, warmup_steps, **_):
-    """β rises linearly from beta_min to beta_max over warmup_steps, then stays."""
-    fraction = ops.minimum(step / max(warmup_steps, 1), 1.0)
-    return beta_min + (beta_max - beta_min) * fraction
-
-
-@_schedule
-def sigmoid(step, ops, *, beta_min, beta_max, warmup_steps, steepness=10.0, **_):
-    """β follows a logistic curve centred at warmup_steps / 2.
-
-    The curve is rescaled so that β is exactly beta_min at step 0 and exactly beta_max
-    from warmup_steps on; `steepness` sets how sharp the rise in the middle is.
-    """
-    fraction = ops.minimum(step / max(warmup_steps, 1), 1.0)
-    # The same sigmoid at both ends, so β is exactly beta_min / beta_max there.
-    low, high = ops.sigmoid(-steepness / 2), ops.sigmoid(steepness / 2)
-    s = (ops.sigmoid(steepness * (fraction - 0.5)) - low) / (high - low)
-    return beta_min + (beta_max - beta_min) * ops.minimum(ops.maximum(s, 0.0), 1.0)
-
-
-@_schedule
-def cyclical(step, ops, *, beta_min, beta_max, total_steps, cycles=4, ratio=0.5, **_):
-    """Cyclical annealing (Fu et al. 2019, arXiv:1903.10145).
-
-    Training is split into `cycles` equal periods; in each, β rises linearly from
-    beta_min to beta_max over the first `ratio` of the period and then stays at beta_max.
-    """
-    period = max(total_steps / cycles, 1.0)
-    position = ops.mod(step, period) / period
-    return beta_min + (beta_max - beta_min) * ops.minimum(position / ratio, 1.0)
-
+from vae_zoo import evaluate, plots
+from vae_zoo.schedules import SCHEDULES, BetaSchedule, check_options  # noqa: F401
 
 class KLAnnealing(keras.callbacks.Callback):
-    """Sets `model.beta` at every training step from a schedule of the global step.
+    """Anneals `model.beta` during `fit` with a `vae_zoo.schedules.BetaSchedule`.
 
-    The global step counts every batch since this callback's first `fit` (so the
-    schedule continues across epochs and across `fit` calls). β is logged per epoch as
-    the "beta" metric of the model (mean over the epoch's steps) and here as "beta_end"
-    (β at epoch end).
+    The callback form of a `BetaSchedule` given as the model's `beta`, for schedules
+    set in epochs (converted with the number of steps per epoch that `fit` knows) or
+    added to an existing model. The global step counts every batch since this
+    callback's first `fit` (so the schedule continues across epochs and across `fit`
+    calls, and from the resumed epoch when `fit` starts at `initial_epoch` or under
+    `BackupAndRestore`). β is logged per epoch as the "beta" metric of the model (mean
+    over the epoch's steps) and here as "beta_end" (β at epoch end).
 
-    With `compile(steps_per_execution=N > 1)` (the default fast path runs 32 steps per
-    call) Keras calls the batch hooks once per N steps, so the schedule goes into the
-    compiled step instead: each step reads β from the optimizer's step counter, exactly
-    as with one step per call. The model's training function is retraced for such a
-    `fit`, and `VAE.fit` takes the schedule out again when it returns.
+    While its `fit` runs, the schedule is the model's `beta_schedule`, read by the
+    compiled step from the optimizer's step counter: every step gets its own β at any
+    `compile(steps_per_execution=N)`. At the end of the `fit` the model's own schedule
+    (None for a constant β) is put back. A `fit` that raises keeps the annealing
+    schedule on the model until the next `fit` with this callback ends or
+    `model.set_beta_schedule(None)` is called.
 
     Args:
         schedule: "linear", "sigmoid", "cyclical" or "constant".
@@ -150,10 +79,7 @@ class KLAnnealing(keras.callbacks.Callback):
         self.schedule = schedule
         if warmup_steps is not None and warmup_epochs is not None:
             raise ValueError("give warmup_steps or warmup_epochs, not both")
-        if beta_min < 0 or (beta_max is not None and beta_max < beta_min):
-            raise ValueError(f"need 0 <= beta_min <= beta_max, got {beta_min}, {beta_max}")
-        if cycles < 1 or not 0 < ratio <= 1:
-            raise ValueError(f"need cycles >= 1 and 0 < ratio <= 1, got {cycles}, {ratio}")
+        check_options(beta_min, beta_max, cycles, ratio)
         self.beta_max = beta_max
         self.beta_min = float(beta_min)
         self.warmup_steps = warmup_steps
@@ -162,10 +88,10 @@ class KLAnnealing(keras.callbacks.Callback):
         self.ratio = float(ratio)
         self.total_steps = total_steps
         self.steepness = float(steepness)
-        self.epoch_start = 0  # global step at the start of the current epoch
-        self.steps_in_epoch = 0
-        self._options = None
-        # optimizer.iterations − global step, read by the compiled step (in-graph β)
+        self.beta_schedule = None  # the BetaSchedule of the current fit
+        self._previous = None  # the model's own schedule, put back when fit ends
+        self._start = None  # optimizer step at this callback's global step 0
+        # optimizer.iterations − global step, read by the compiled step
         self._step_offset = tf.Variable(0, dtype=tf.int64, trainable=False)
 
     def _steps_per_epoch(self, what):
@@ -190,58 +116,42 @@ class KLAnnealing(keras.callbacks.Callback):
         beta_max = self.beta_max
         if beta_max is None:
             beta_max = getattr(self.model, "initial_beta", 1.0)
-        self._options = dict(
-            beta_min=self.beta_min,
-            beta_max=float(beta_max),
-            warmup_steps=float(warmup or 0),
-            total_steps=float(total or 0),
-            cycles=self.cycles,
-            ratio=self.ratio,
-            steepness=self.steepness,
+        self.beta_schedule = BetaSchedule(
+            self.schedule, beta_max=float(beta_max), beta_min=self.beta_min,
+            warmup_steps=float(warmup or 0), total_steps=float(total or 0),
+            cycles=self.cycles, ratio=self.ratio, steepness=self.steepness,
         )
-        if (getattr(self.model, "steps_per_execution", 1) or 1) > 1 and hasattr(
-            self.model, "beta_schedule"
-        ):
-            self.model.beta_schedule = self.graph_value
-            self.model.make_train_function(force=True)  # trace with this schedule
+        self._previous = self.model.beta_schedule
+        self.model.set_beta_schedule(self.graph_value)
+
+    def on_train_end(self, logs=None):
+        self.model.set_beta_schedule(self._previous)
 
     def value(self, step):
         """β at global step `step` (after `on_train_begin`)."""
-        return float(self.schedule_fn(step, **self._options))
+        return float(self.beta_schedule(step))
 
     def graph_value(self, iterations):
         """β (float32 tensor) for the step the optimizer's counter `iterations` is at."""
-        step = tf.cast(iterations, tf.int64) - self._step_offset
-        return tf.cast(self.schedule_fn(step, **self._options), tf.float32)
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.steps_in_epoch = 0
-        self._iterations_at_epoch_begin = self._iterations()
-        if epoch and not self.epoch_start and self.params.get("steps"):
-            # fit resumed at `epoch` (BackupAndRestore): continue the schedule there
-            self.epoch_start = epoch * self.params["steps"]
-        if self._iterations_at_epoch_begin is not None:
-            self._step_offset.assign(self._iterations_at_epoch_begin - self.epoch_start)
+        return self.beta_schedule(tf.cast(iterations, tf.int64) - self._step_offset)
 
     def _iterations(self):
-        optimizer = getattr(self.model, "optimizer", None)
-        return None if optimizer is None else int(optimizer.iterations.numpy())
+        return int(self.model.optimizer.iterations.numpy())
 
-    def on_train_batch_begin(self, batch, logs=None):
-        # `batch` is the epoch's step index (the first step of the execution when
-        # compile(steps_per_execution=N) runs several steps per call).
-        self.model.beta.assign(self.value(self.epoch_start + batch))
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._start is None:
+            # Global step 0 is this callback's first step; a fit that starts at a later
+            # epoch (initial_epoch, BackupAndRestore) has done epoch × steps already.
+            done = epoch * self.params["steps"] if epoch and self.params.get("steps") else 0
+            self._start = self._iterations() - done
+            self._step_offset.assign(self._start)
 
-    def on_train_batch_end(self, batch, logs=None):
-        self.steps_in_epoch = batch + 1
+    @property
+    def epoch_start(self):
+        """The global step at which the current epoch began (0 before the first fit)."""
+        return 0 if self._start is None else self._iterations() - self._start
 
     def on_epoch_end(self, epoch, logs=None):
-        # With several steps per execution the last batch index Keras reports can pass
-        # the epoch's end (it is the first step + N − 1): count the optimizer's steps.
-        iterations = self._iterations()
-        if iterations is not None and self._iterations_at_epoch_begin is not None:
-            self.steps_in_epoch = iterations - self._iterations_at_epoch_begin
-        self.epoch_start += self.steps_in_epoch
         if logs is not None:
             logs["beta_end"] = float(self.model.beta.numpy())
 
@@ -282,8 +192,6 @@ class CollapseDiagnostics(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every:
             return
-        from vae_zoo import evaluate
-
         result = evaluate.diagnose(self.model, self.x, y=self.y, **self.thresholds)
         self.records.append({"epoch": epoch + 1, **result})
         if logs is not None:
@@ -291,8 +199,6 @@ class CollapseDiagnostics(keras.callbacks.Callback):
             logs["kl_heldout"] = result["kl"]
             logs["marginal_kl"] = result["marginal_kl_per_dim"]
         if self.log_dir and result["kl_per_dim"] is not None:
-            import tensorflow as tf
-
             if self._writer is None:
                 self._writer = tf.summary.create_file_writer(str(Path(self.log_dir) / "diagnostics"))
             with self._writer.as_default():
@@ -364,8 +270,6 @@ class ImageGrids(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every:
             return
-        from vae_zoo import plots
-
         grids = self.grids()
         images = {
             "samples": plots.tile(grids["samples"]),
@@ -377,8 +281,6 @@ class ImageGrids(keras.callbacks.Callback):
             for kind, grid in images.items():
                 plots.save_array(grid, self.output_dir / f"epoch_{epoch + 1:03d}_{kind}.png")
         if self.log_dir:
-            import tensorflow as tf
-
             if self._writer is None:
                 self._writer = tf.summary.create_file_writer(str(Path(self.log_dir) / "images"))
             with self._writer.as_default():
@@ -389,3 +291,47 @@ class ImageGrids(keras.callbacks.Callback):
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+class IWLogLikelihood(keras.callbacks.Callback):
+    """Adds the importance-weighted log-likelihood of held-out data to the epoch logs.
+
+    At the end of every epoch, `logs[name]` = mean over `x` of
+    `vae_zoo.evaluate.log_likelihood(model, x, num_samples)` (nats), so keras-tuner can
+    use it as an objective and the history records it.
+
+    Args:
+        x: held-out data `[N, *input_shape]`; y: its conditioning for conditional models.
+        num_samples: K, importance samples per example.
+        seed: int, the same K samples every epoch.
+        name: the log key.
+    """
+
+    def __init__(self, x, y=None, num_samples=100, seed=0, name="val_log_likelihood"):
+        super().__init__()
+        self.x, self.y = x, y
+        self.num_samples, self.seed, self.name = int(num_samples), int(seed), name
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            ll = evaluate.log_likelihood(self.model, self.x, num_samples=self.num_samples,
+                                         seed=self.seed, y=self.y)
+            logs[self.name] = float(np.mean(ll))
+
+
+class StopOnNaN(keras.callbacks.Callback):
+    """`TerminateOnNaN` that remembers where: `diverged` = (epoch, batch, loss) or None."""
+
+    def __init__(self):
+        super().__init__()
+        self.diverged = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(float(loss)):
+            self.diverged = (self._epoch, batch, float(loss))
+            self.model.stop_training = True

@@ -47,8 +47,12 @@ import keras
 import keras_tuner
 import numpy as np
 
-from vae_zoo import data, distribute, evaluate, recipes, runs
-from vae_zoo.callbacks import KLAnnealing
+from vae_zoo import data
+from vae_zoo.drivers import recipes, runs
+from vae_zoo.drivers.export import export_for_serving
+from vae_zoo.training import distribute
+from vae_zoo.training.callbacks import IWLogLikelihood
+from vae_zoo.training.checkpointing import write_json_atomic
 
 OBJECTIVE_METRICS = {"elbo": "val_elbo", "log_likelihood": "val_log_likelihood"}
 PROJECT = "search"  # keras-tuner's project folder inside the output folder
@@ -138,7 +142,7 @@ def _split(recipe, replicas):
         return recipes.build_datasets(recipe, replicas=replicas)
     conditional = recipes.is_conditional(recipe)
     batch_size = d["batch_size"] * replicas
-    if d["dataset"] == "mnist_sample":  # in memory: hold out a seeded random subset
+    if data.entry(d["dataset"]).in_memory:  # hold out a seeded random subset
         x, y = data.load_arrays(d["dataset"], d["train_split"], d["image_size"])
         order = np.random.default_rng(d["seed"]).permutation(len(x))
         held = max(1, int(round(fraction * len(x))))
@@ -166,32 +170,6 @@ def _split(recipe, replicas):
 
 
 # ------------------------------------------------------------------------- hypermodel
-
-
-class IWLogLikelihood(keras.callbacks.Callback):
-    """Adds the importance-weighted log-likelihood of held-out data to the epoch logs.
-
-    At the end of every epoch, `logs[name]` = mean over `x` of
-    `vae_zoo.evaluate.log_likelihood(model, x, num_samples)` (nats), so keras-tuner can
-    use it as an objective and the history records it.
-
-    Args:
-        x: held-out data `[N, *input_shape]`; y: its conditioning for conditional models.
-        num_samples: K, importance samples per example.
-        seed: int, the same K samples every epoch.
-        name: the log key.
-    """
-
-    def __init__(self, x, y=None, num_samples=100, seed=0, name="val_log_likelihood"):
-        super().__init__()
-        self.x, self.y = x, y
-        self.num_samples, self.seed, self.name = int(num_samples), int(seed), name
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            ll = evaluate.log_likelihood(self.model, self.x, num_samples=self.num_samples,
-                                         seed=self.seed, y=self.y)
-            logs[self.name] = float(np.mean(ll))
 
 
 class VAEHyperModel(keras_tuner.HyperModel):
@@ -243,8 +221,11 @@ class VAEHyperModel(keras_tuner.HyperModel):
 
     def build(self, hp):
         recipe = self.recipe_for(hp)
+        train = self.datasets(distribute.num_replicas())[0]
         keras.utils.set_random_seed(recipe["train"]["seed"])
-        model = recipes.compile_model(recipes.build_model(recipe), recipe)
+        epochs = recipe["tune"]["epochs"] or recipe["train"]["epochs"]
+        model = recipes.build_model(recipe, recipes.steps_per_epoch(train), epochs)
+        recipes.compile_model(model, recipe)
         # Optimizer variables now, like the model's own: keras-tuner's checkpoints then
         # restore the optimizer state too (Hyperband continues trials from them).
         model.optimizer.build(model.trainable_variables)
@@ -265,12 +246,9 @@ class VAEHyperModel(keras_tuner.HyperModel):
         recipe = self.recipe_for(hp)
         strategy = model.distribute_strategy
         train, validation, x_val, y_val = self.datasets(distribute.num_replicas(strategy))
-        own = recipes.build_callbacks(recipe)
-        steps = int(train.cardinality())
-        for callback in own:
-            if isinstance(callback, KLAnnealing) and initial_epoch and steps > 0:
-                # Hyperband resumes a trial at `initial_epoch`: continue its β schedule.
-                callback.epoch_start = initial_epoch * steps
+        # The β schedule is the model's, of the optimizer's step: a trial Hyperband
+        # continues from a checkpoint continues its schedule too.
+        own = []
         if recipe["tune"]["objective"] == "log_likelihood":
             own.append(IWLogLikelihood(x_val, y_val, recipe["tune"]["num_samples"],
                                        seed=recipe["tune"]["seed"]))
@@ -360,9 +338,9 @@ def check_data(hypermodel):
     `vae-zoo train` gives, before any trial runs."""
     _, _, x_val, y_val = hypermodel.datasets()
     model = recipes.build_model(hypermodel.recipe)
-    runs._check_data(hypermodel.recipe, model, x_val)
+    runs.check_data(hypermodel.recipe, model, x_val)
     if y_val is not None:
-        runs._check_labels(hypermodel.recipe, model, y_val)
+        runs.check_labels(hypermodel.recipe, model, y_val)
 
 
 def build_tuner(recipe, directory, overwrite=False, strategy=None, report=True, hypermodel=None):
@@ -427,13 +405,6 @@ def trial_records(tuner) -> list[dict]:
             "hyperparameters": {k: v for k, v in trial.hyperparameters.values.items()},
         })
     return records
-
-
-def _export(model, output):
-    """Export the best model as a TF-Serving SavedModel `output/serving/<version>/`."""
-    from vae_zoo.export import export_for_serving
-
-    return export_for_serving(model, output / "serving")
 
 
 def search(recipe, output=None, overwrite=False, verbose=1, top=3, report=True,
@@ -507,9 +478,10 @@ def search(recipe, output=None, overwrite=False, verbose=1, top=3, report=True,
     model = tuner.get_best_models(1)[0]
     model.save(output / "partial-model.keras")  # then renamed: never half a model.keras
     os.replace(output / "partial-model.keras", output / "model.keras")
-    runs._write_json_atomic(output / "recipe.json", best_recipe, indent=2)
+    write_json_atomic(output / "recipe.json", best_recipe, indent=2)
     result["model"] = str(output / "model.keras")
     if export:
-        result["export"] = str(_export(model, output))
+        # the best model as a TF-Serving SavedModel `output/serving/<version>/`
+        result["export"] = str(export_for_serving(model, output / "serving"))
     return result
 

@@ -1,7 +1,7 @@
 """Distribution strategies: one device, all local GPUs, or several workers.
 
-`strategy_for(name)` picks a `tf.distribute.Strategy`; `runs.train`, `vae-zoo train`
-and `vae_zoo.tuning` all go through it, so the CLI and the Python API distribute the
+`strategy_for(name)` picks a `tf.distribute.Strategy`; `vae_zoo.runs.train`, `vae-zoo
+train` and `vae_zoo.tuning` all go through it, so the CLI and the Python API distribute the
 same way:
 
 - `"one_device"`: TensorFlow's default strategy (one device: the first GPU if any, else
@@ -41,7 +41,10 @@ import os
 
 import tensorflow as tf
 
-from vae_zoo.recipes import STRATEGIES  # noqa: F401  (the names, defined with the recipe keys)
+from vae_zoo.training import keras_internals
+
+# The strategy names a recipe's `train.strategy` and `--strategy` take.
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 
 # One strategy object per kind and process: TensorFlow cannot always create a second
 # MirroredStrategy, and never a second MultiWorkerMirroredStrategy, in one process.
@@ -153,8 +156,8 @@ def is_multi_worker(strategy=None) -> bool:
     """Whether `strategy` spans several workers (a MultiWorkerMirroredStrategy with a
     cluster of more than one task)."""
     strategy = strategy or tf.distribute.get_strategy()
-    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and bool(
-        strategy.extended._in_multi_worker_mode()
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and (
+        keras_internals.in_multi_worker_mode(strategy)
     )
 
 
@@ -166,15 +169,15 @@ def prepare_model(model, strategy=None):
 
     - Keras averages each step's metrics with `strategy.reduce("MEAN", value, axis=0)`,
       which fails on scalars ("Invalid reduction dimension 0 for input with 0
-      dimensions", tensorflow/tensorflow#72388). The model's `train_step` and
-      `test_step` are wrapped to return `[1]` vectors, which that reduction averages
-      back to scalars. Epoch logs are unchanged: Keras reads them from the metrics,
-      summed over every replica.
+      dimensions", tensorflow/tensorflow#72388). The model's steps then return `[1]`
+      vectors (`VAE.step_logs_as_vectors`), which that reduction averages back to
+      scalars. Epoch logs are unchanged: Keras reads them from the metrics, summed
+      over every replica.
     - Before the first step Keras averages the first batch over the replicas to build
       the model symbolically, which fails on `(x, y)` batches (conditional families)
       and on a first batch that splits unevenly. vae_zoo models create their variables
       in `__init__`, so only the optimizer needs building: it is built here and that
-      step skipped.
+      step skipped (`keras_internals.skip_first_batch_build`).
 
     The changes live on this instance only and are not saved with it.
     """
@@ -183,17 +186,11 @@ def prepare_model(model, strategy=None):
         return model
     if not model.built:
         raise ValueError("prepare_model needs a built model (vae_zoo models build in __init__)")
-    for name in ("train_step", "test_step"):
-        step = getattr(model, name)
-
-        def as_vectors(data, step=step):
-            return tf.nest.map_structure(lambda v: tf.reshape(v, [1]), step(data))
-
-        object.__setattr__(model, name, as_vectors)
+    model.step_logs_as_vectors = True
     if model.optimizer is not None and not model.optimizer.built:
         with strategy.scope():
             model.optimizer.build(model.trainable_variables)
-    object.__setattr__(model, "_maybe_symbolic_build", lambda iterator=None, data_batch=None: None)
+    keras_internals.skip_first_batch_build(model)
     return model
 
 

@@ -1,4 +1,4 @@
-"""Priors p(z) as Keras 3 layers holding whatever parameters they learn.
+"""Priors p(z) and p(z|y) as Keras 3 layers holding whatever parameters they learn.
 
 A prior layer returns, from `distribution()`, a `tfd.Distribution` with batch shape
 `[]` and event shape `latent_shape` (broadcasting against a posterior of batch `[B]`).
@@ -12,6 +12,8 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from vae_zoo import networks
+from vae_zoo.distributions import LatentMapAutoregressive
+from vae_zoo.heads.posteriors import DiagonalGaussianPosterior
 from vae_zoo.registry import Registry
 
 tfd = tfp.distributions
@@ -140,19 +142,6 @@ class MixtureOfGaussiansPrior(Prior):
         }
 
 
-class _LatentMapAutoregressive(tfd.Autoregressive):
-    """`tfd.Autoregressive` over one map: static batch `[]` and event `sample0.shape`.
-
-    (TFP leaves both unknown, since a `distribution_fn` could change them.)
-    """
-
-    def _batch_shape(self):
-        return tf.TensorShape([])
-
-    def _event_shape(self):
-        return self.sample0.shape
-
-
 @keras.saving.register_keras_serializable(package="vae_zoo")
 @PRIORS.register("spatial_autoregressive")
 class SpatialAutoregressivePrior(Prior):
@@ -234,7 +223,7 @@ class SpatialAutoregressivePrior(Prior):
     def distribution(self, condition=None, latent_shape=None):
         latent_shape = tuple(latent_shape or self.latent_shape)
         height, width, _ = latent_shape
-        return _LatentMapAutoregressive(
+        return LatentMapAutoregressive(
             self.conditionals,
             sample0=tf.zeros(latent_shape, tf.float32),
             num_steps=height * width,  # one pass settles one more position
@@ -281,3 +270,62 @@ class UniformCategoricalPrior(Prior):
             tfd.OneHotCategorical(logits=tf.zeros(self.latent_shape, tf.float32), dtype=tf.float32),
             reinterpreted_batch_ndims=len(self.latent_shape) - 1,
         )
+
+
+@keras.saving.register_keras_serializable(package="vae_zoo")
+@PRIORS.register("conditional_gaussian")
+class ConditionalGaussianPrior(Prior):
+    """Learned p(z|y) = N(μ(y), diag σ(y)²): an MLP maps the condition to μ and σ.
+
+    `distribution(c)` takes the condition vector `[B, k]` (one-hot labels for a
+    class-conditional model) and returns batch `[B]`, event `latent_shape`, so the KL
+    to a diagonal Gaussian q(z|x, y) stays analytic.
+
+    Args:
+        latent_shape: tuple, event shape of z.
+        hidden_units: sequence of ints, hidden widths of the MLP (`()`: affine in y).
+        activation: hidden-layer activation.
+        scale_floor: float, lower bound on σ.
+
+    Example:
+    ```python
+    prior = ConditionalGaussianPrior((8,), hidden_units=(32,))
+    p = prior.distribution(tf.one_hot([3, 7], 10))  # batch [2], event [8]
+    ```
+    """
+
+    conditional = True  # the model passes it the condition
+
+    def __init__(self, latent_shape, hidden_units=(64,), activation="relu", scale_floor=1e-4,
+                 **kwargs):
+        super().__init__(latent_shape, **kwargs)
+        self.hidden_units = tuple(int(u) for u in hidden_units)
+        self.activation = activation
+        self.scale_floor = float(scale_floor)
+        # The same split/softplus/Independent map as a diagonal-Gaussian posterior.
+        self.gaussian = DiagonalGaussianPosterior(self.scale_floor)
+        self.network = networks.mlp_encoder(
+            self.hidden_units, self.gaussian.params_shape(self.latent_shape), activation,
+            name="prior_network",
+        )
+
+    def build(self, condition_shape=None):
+        # The condition's size is known at the first call (the model's dummy pass).
+        if condition_shape is not None:
+            self.network.build(condition_shape)
+
+    def distribution(self, condition=None):
+        if condition is None:
+            raise ValueError(
+                "the conditional_gaussian prior p(z|y) needs a condition; use it with "
+                "ConditionalVAE"
+            )
+        return self.gaussian(self.network(condition))  # batch [B], event latent_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "hidden_units": self.hidden_units,
+            "activation": self.activation,
+            "scale_floor": self.scale_floor,
+        }

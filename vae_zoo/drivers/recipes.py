@@ -1,0 +1,322 @@
+"""Training recipes: TOML files that name a dataset, a model, a training schedule.
+
+A recipe has the sections below; every key has a default except where noted, so a
+recipe only states what it changes. Unknown sections or keys, wrong types and
+out-of-range values raise `RecipeError` with one line naming the key.
+
+```toml
+[data]        dataset, binarize, batch_size, train_split, test_split, image_size,
+              data_dir, seed
+[model]       family (required) and the family constructor's arguments
+              (e.g. latent_dim, hidden_units, likelihood, posterior, prior, beta);
+              a conditional family (`conditional = True`) gets (x, y) batches
+[train]       epochs, optimizer, learning_rate, seed, jit_compile, steps_per_execution,
+              strategy ("auto", "one_device", "mirrored", "multi_worker")
+[annealing]   schedule ("none", "linear", "sigmoid", "cyclical", "constant"),
+              beta_min, beta_max, warmup_epochs, cycles, ratio
+[evaluate]    num_samples (IW samples; 0 skips), examples
+[output]      grid_size
+[tune]        tuner, objective, max_trials, epochs, ... and the search space: beta,
+              latent_dim, learning_rate, hidden_width, each a list of values or a
+              table {min, max, sampling, step} (see `vae_zoo.tuning`)
+```
+
+Recipes are found by path or by name among the packaged ones (`recipes/` in the
+repository, installed as `vae_zoo.recipe_files`). `--set section.key=value` overrides are
+parsed as TOML values (bare words are strings).
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.resources
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from vae_zoo.drivers.schema import (  # noqa: F401  (the schema's names, public here too)
+    OPTIMIZERS,
+    SAMPLINGS,
+    SCHEMA,
+    TUNABLE,
+    TUNE_OBJECTIVES,
+    TUNERS,
+    Field,
+    SPEC_ARGS,
+    RecipeError,
+    check_spec,
+    check_tune,
+    check_value,
+    hidden_layers_key_of,
+    model_fields,
+    suggest,
+)
+
+DEFAULT_RECIPE = "mnist_dense"
+
+
+# ------------------------------------------------------------------------- loading
+
+
+def available() -> list[str]:
+    """Names of the packaged recipes."""
+    folder = importlib.resources.files("vae_zoo.recipe_files")
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def _read(name_or_path) -> tuple[str, str]:
+    """(recipe name, TOML text) for a path or a packaged recipe name."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise RecipeError(f"recipe file not found: {path}")
+        return path.stem, path.read_text(encoding="utf-8")
+    resource = importlib.resources.files("vae_zoo.recipe_files").joinpath(f"{name_or_path}.toml")
+    if not resource.is_file():
+        raise RecipeError(
+            f"recipe not found: {name_or_path!r} (not a file; packaged recipes: "
+            + ", ".join(available())
+            + ")"
+        )
+    return str(name_or_path), resource.read_text(encoding="utf-8")
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """`"section.key=value"` → (section, key, value); value parsed as TOML, else a string."""
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise RecipeError(f"override {text!r} is not of the form section.key=value")
+    path, raw = text.split("=", 1)
+    section, key = path.strip().split(".", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return section, key.strip(), value
+
+
+def load(name_or_path=DEFAULT_RECIPE, overrides=()) -> dict:
+    """Read, override and validate a recipe; returns a complete dict (defaults filled).
+
+    The result has one dict per section plus `"name"` (the recipe's name).
+    """
+    name, text = _read(name_or_path)
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise RecipeError(f"recipe {name!r} is not valid TOML: {error}") from None
+    for override in overrides:
+        section, key, value = parse_override(override)
+        raw.setdefault(section, {})
+        if not isinstance(raw[section], dict):
+            raise RecipeError(f"recipe section [{section}] is not a table")
+        raw[section][key] = value
+    recipe = validate(raw)
+    recipe["name"] = name
+    return recipe
+
+
+# ------------------------------------------------------------------------- validation
+
+
+def is_conditional(recipe) -> bool:
+    """Whether the recipe's model family trains on `(x, y)` batches (class labels)."""
+    from vae_zoo.models import MODELS
+
+    return bool(MODELS.get(recipe["model"]["family"]).conditional)
+
+
+def validate(raw: dict) -> dict:
+    """Check a parsed recipe and fill defaults. Raises `RecipeError`."""
+    from vae_zoo.models import MODELS
+
+    raw = copy.deepcopy(raw)
+    raw.pop("name", None)
+    known = list(SCHEMA) + ["model"]
+    for section, body in raw.items():
+        if section not in known:
+            raise RecipeError(f"unknown recipe section [{section}]{suggest(section, known)}")
+        if not isinstance(body, dict):
+            raise RecipeError(f"recipe section [{section}] must be a table")
+    recipe = {}
+    for section, fields in SCHEMA.items():
+        body = raw.get(section, {})
+        for key in body:
+            if key not in fields:
+                raise RecipeError(f"unknown recipe key {section}.{key}{suggest(key, fields)}")
+        recipe[section] = {
+            key: check_value(f"{section}.{key}", body.get(key, field.default), field)
+            for key, field in fields.items()
+        }
+
+    model = dict(raw.get("model", {}))
+    family = model.pop("family", None)
+    if family is None:
+        raise RecipeError("model.family must be set (one of: " + ", ".join(MODELS.names()) + ")")
+    if not isinstance(family, str) or family not in MODELS:
+        raise RecipeError(
+            f"model.family = {family!r} is not one of: {', '.join(MODELS.names())}"
+            + suggest(str(family), MODELS.names())
+        )
+    fields = model_fields(MODELS.get(family))
+    for key in model:
+        if key not in fields:
+            raise RecipeError(f"unknown recipe key model.{key}{suggest(key, fields)}")
+    checked = {"family": family}
+    for key, field in fields.items():
+        if key not in model:
+            if field.default is None and key == "latent_dim":
+                raise RecipeError("model.latent_dim must be set")
+            continue
+        where = f"model.{key}"
+        value = check_value(where, model[key], field)
+        if key in SPEC_ARGS:
+            check_spec(where, value, SPEC_ARGS[key])
+        checked[key] = value
+    recipe["model"] = checked
+    _require_labels(recipe)
+    check_tune(recipe, fields)
+    return recipe
+
+
+def model_value(recipe, key):
+    """The value of a [model] argument: the recipe's, else the family's default."""
+    from vae_zoo.models import MODELS
+
+    if key in recipe["model"]:
+        return recipe["model"][key]
+    return model_fields(MODELS.get(recipe["model"]["family"]))[key].default
+
+
+def hidden_layers_key(recipe) -> str | None:
+    """The [model] key listing the widths of the model's dense hidden layers:
+    "hidden_units" (dense bodies), "dense_units" (conv bodies) or None (no such layers)."""
+    from vae_zoo.models import MODELS
+
+    return hidden_layers_key_of(recipe["model"], model_fields(MODELS.get(recipe["model"]["family"])))
+
+
+def _require_labels(recipe):
+    from vae_zoo import data
+
+    dataset = recipe["data"]["dataset"]
+    if is_conditional(recipe) and not data.has_labels(dataset):
+        raise RecipeError(
+            f"model.family = {recipe['model']['family']!r} needs class labels, and "
+            f"data.dataset = {dataset!r} has none"
+        )
+
+
+# ------------------------------------------------------------------------- building
+
+
+def input_shape(recipe) -> tuple:
+    from vae_zoo import data
+
+    return data.input_shape_of(recipe["data"]["dataset"], recipe["data"]["image_size"])
+
+
+def build_beta(recipe, steps_per_epoch=None, epochs=None):
+    """The model's `beta` the recipe asks for: [model] beta, or a
+    `vae_zoo.schedules.BetaSchedule` when [annealing] names a schedule.
+
+    Epoch-based settings are converted with `steps_per_epoch` (the training dataset's
+    batches per epoch); without it the model keeps the constant [model] beta.
+    `epochs` (default train.epochs) sets the length of a cyclical schedule.
+    """
+    from vae_zoo.schedules import BetaSchedule
+
+    beta = model_value(recipe, "beta")
+    annealing = recipe["annealing"]
+    if annealing["schedule"] == "none" or not steps_per_epoch:
+        return beta
+    epochs = epochs or recipe["train"]["epochs"]
+    return BetaSchedule(
+        annealing["schedule"],
+        beta_max=beta if annealing["beta_max"] is None else annealing["beta_max"],
+        beta_min=annealing["beta_min"],
+        warmup_steps=annealing["warmup_epochs"] * steps_per_epoch,
+        total_steps=epochs * steps_per_epoch,
+        cycles=annealing["cycles"],
+        ratio=annealing["ratio"],
+    )
+
+
+def build_model(recipe, steps_per_epoch=None, epochs=None):
+    """The model a recipe names (not compiled); its β anneals as [annealing] says when
+    `steps_per_epoch` is given (see `build_beta`)."""
+    from vae_zoo.models import MODELS
+
+    kwargs = {key: value for key, value in recipe["model"].items() if key != "family"}
+    for key, value in kwargs.items():
+        if isinstance(value, list):
+            kwargs[key] = tuple(value)
+    try:
+        kwargs["beta"] = build_beta(recipe, steps_per_epoch, epochs)
+        return MODELS.get(recipe["model"]["family"])(
+            input_shape=input_shape(recipe), seed=recipe["train"]["seed"], **kwargs
+        )
+    except (TypeError, ValueError) as error:
+        raise RecipeError(f"[model]: {error}") from None
+
+
+def build_optimizer(recipe):
+    import keras
+
+    train = recipe["train"]
+    classes = {
+        "adam": keras.optimizers.Adam,
+        "adamw": keras.optimizers.AdamW,
+        "sgd": keras.optimizers.SGD,
+        "rmsprop": keras.optimizers.RMSprop,
+    }
+    return classes[train["optimizer"]](learning_rate=float(train["learning_rate"]))
+
+
+def compile_model(model, recipe):
+    train = recipe["train"]
+    model.compile(
+        optimizer=build_optimizer(recipe),
+        jit_compile=train["jit_compile"],
+        steps_per_execution=train["steps_per_execution"],
+    )
+    return model
+
+
+def build_datasets(recipe, with_labels=None, replicas=1):
+    """(train dataset, test dataset) as the recipe's [data] section describes them.
+
+    Dynamic or static binarization of the training data goes with one fixed (static)
+    binarization of the test data, so test figures are comparable across epochs.
+
+    Args:
+        recipe: a validated recipe.
+        with_labels: yield `(x, y)` training batches with int64 labels `[B]`; default:
+            when the model family is conditional (`is_conditional`). Test batches
+            carry labels whenever the dataset has them (unconditional models ignore
+            them; plots colour the latent scatter by them).
+        replicas: replicas in sync (`vae_zoo.distribute.num_replicas`): batches hold
+            the global batch, `data.batch_size` (per replica) × replicas.
+    """
+    from vae_zoo import data
+
+    d = recipe["data"]
+    batch_size = d["batch_size"] * int(replicas)
+    common = dict(batch_size=batch_size, image_size=d["image_size"], data_dir=d["data_dir"])
+    train = data.load(
+        d["dataset"], d["train_split"], shuffle=True, binarize=d["binarize"], seed=d["seed"],
+        with_labels=is_conditional(recipe) if with_labels is None else bool(with_labels),
+        **common,
+    )
+    test_binarize = "none" if d["binarize"] == "none" else "static"
+    test = data.load(
+        d["dataset"], d["test_split"], shuffle=False, binarize=test_binarize,
+        seed=d["seed"] + 1, with_labels=data.has_labels(d["dataset"]), **common,
+    )
+    return train, test
+
+
+def steps_per_epoch(dataset):
+    """Batches in one epoch of a dataset, or None when it does not declare its length."""
+    steps = int(dataset.cardinality())
+    return steps if steps > 0 else None
+

@@ -1,0 +1,282 @@
+"""The recipe schema: every section's keys with their types, defaults and ranges.
+
+`vae_zoo.recipes` validates recipes against it; `[model]` fields come from the chosen
+family's constructor (`model_fields`), `[tune]` search spaces are checked by
+`check_tune`. Errors are `RecipeError`s with one line naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+import math
+from typing import Any
+
+
+class RecipeError(ValueError):
+    """A recipe (or an override) names something wrong; the message names the key."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    """One recipe key: its type(s), default and allowed values."""
+
+    types: tuple
+    default: Any
+    choices: tuple | None = None
+    minimum: float | None = None
+    exclusive_minimum: bool = False
+    nullable: bool = False
+
+
+def _schedules():
+    from vae_zoo.schedules import SCHEDULES
+
+    return ("none",) + tuple(SCHEDULES.names())
+
+
+def _datasets():
+    from vae_zoo import data
+
+    return data.names()
+
+
+def _binarize_modes():
+    from vae_zoo import data
+
+    return data.BINARIZE_MODES
+
+
+def _strategies():
+    from vae_zoo.training.distribute import STRATEGIES
+
+    return STRATEGIES
+
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+TUNERS = ("random", "bayesian", "hyperband")
+TUNE_OBJECTIVES = ("elbo", "log_likelihood")
+
+# The [tune] search space: hyperparameter → (recipe key it sets, integer?, minimum,
+# exclusive minimum). `hidden_width` sets the width of the first hidden layer of the
+# model's dense part (`hidden_layers_key`) and scales the other layers with it.
+TUNABLE = {
+    "beta": (("model", "beta"), False, 0, False),
+    "latent_dim": (("model", "latent_dim"), True, 1, False),
+    "learning_rate": (("train", "learning_rate"), False, 0, True),
+    "hidden_width": (("model", None), True, 1, False),
+}
+SAMPLINGS = ("linear", "log", "reverse_log")
+_RANGE_KEYS = ("min", "max", "sampling", "step")
+
+# Section → key → Field. Choices given as callables are resolved lazily.
+SCHEMA = {
+    "data": {
+        "dataset": Field((str,), "mnist_sample", choices=_datasets),
+        "binarize": Field((str,), "dynamic", choices=_binarize_modes),
+        "batch_size": Field((int,), 128, minimum=1),
+        "train_split": Field((str,), "train"),
+        "test_split": Field((str,), "test"),
+        "image_size": Field((int,), None, minimum=1, nullable=True),
+        "data_dir": Field((str,), None, nullable=True),
+        "seed": Field((int,), 0),
+    },
+    "train": {
+        "epochs": Field((int,), 30, minimum=1),
+        "optimizer": Field((str,), "adam", choices=OPTIMIZERS),
+        "learning_rate": Field((float, int), 1e-3, minimum=0, exclusive_minimum=True),
+        "seed": Field((int,), 0),
+        "jit_compile": Field((bool, str), "auto", choices=(True, False, "auto")),
+        "steps_per_execution": Field((int, str), "auto", minimum=1, choices=("auto",)),
+        "strategy": Field((str,), "auto", choices=_strategies),
+    },
+    "annealing": {
+        "schedule": Field((str,), "none", choices=_schedules),
+        "beta_min": Field((float, int), 0.0, minimum=0),
+        "beta_max": Field((float, int), None, minimum=0, nullable=True),
+        "warmup_epochs": Field((float, int), 10, minimum=0),
+        "cycles": Field((int,), 4, minimum=1),
+        "ratio": Field((float, int), 0.5, minimum=0, exclusive_minimum=True),
+    },
+    "evaluate": {
+        "num_samples": Field((int,), 1000, minimum=0),
+        "examples": Field((int,), 1000, minimum=1),
+    },
+    "output": {
+        "grid_size": Field((int,), 64, minimum=1),
+        "images_every": Field((int,), 5, minimum=0),
+        "diagnostics": Field((bool,), True),
+    },
+    "tune": {
+        "tuner": Field((str,), "random", choices=TUNERS),
+        "objective": Field((str,), "elbo", choices=TUNE_OBJECTIVES),
+        "max_trials": Field((int,), 10, minimum=1),
+        "epochs": Field((int,), None, minimum=1, nullable=True),  # default train.epochs
+        "executions_per_trial": Field((int,), 1, minimum=1),
+        "hyperband_factor": Field((int,), 3, minimum=2),
+        "num_samples": Field((int,), 100, minimum=1),  # IW samples, objective log_likelihood
+        "examples": Field((int,), 1000, minimum=1),  # validation examples for it
+        "validation_fraction": Field((float, int), 0.1, minimum=0),  # 0: the test split
+        "seed": Field((int,), 0),
+        **{name: Field((list, dict), None, nullable=True) for name in TUNABLE},
+    },
+}
+
+# Model arguments that come from elsewhere in the recipe, not from [model].
+_DERIVED_MODEL_ARGS = ("input_shape", "seed")
+# Integer model arguments (some with no default) and their minimum.
+_INT_MODEL_ARGS = {"latent_dim": 1, "num_classes": 2, "condition_dim": 1}
+SPEC_ARGS = {"likelihood": "LIKELIHOODS", "posterior": "POSTERIORS", "prior": "PRIORS"}
+
+
+
+def suggest(word, options) -> str:
+    match = difflib.get_close_matches(word, list(options), n=1)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def type_name(types) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+             list: "a list", dict: "a table"}
+    return " or ".join(dict.fromkeys(names.get(t, t.__name__) for t in types))
+
+
+def check_value(where: str, value, field: Field):
+    if value is None:
+        if field.nullable:
+            return None
+        raise RecipeError(f"{where} must be set")
+    ok = any(
+        isinstance(value, t) and not (t in (int, float) and isinstance(value, bool))
+        for t in field.types
+    )
+    if not ok:
+        raise RecipeError(
+            f"{where} must be {type_name(field.types)}, got {type(value).__name__} {value!r}"
+        )
+    choices = field.choices() if callable(field.choices) else field.choices
+    # A field taking ints and named values (steps_per_execution: an int or "auto")
+    # restricts only the names.
+    numeric = int in field.types and isinstance(value, int) and not isinstance(value, bool)
+    if choices is not None and value not in choices and not numeric:
+        raise RecipeError(
+            f"{where} = {value!r} is not one of: "
+            + ", ".join(repr(c) for c in choices)
+            + suggest(str(value), [str(c) for c in choices])
+        )
+    if field.minimum is not None and isinstance(value, (int, float)):
+        if value < field.minimum or (field.exclusive_minimum and value == field.minimum):
+            bound = ">" if field.exclusive_minimum else ">="
+            raise RecipeError(f"{where} must be {bound} {field.minimum}, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise RecipeError(f"{where} must be finite, got {value!r}")
+    return value
+
+
+def model_fields(family_cls) -> dict[str, Field]:
+    """Fields of [model] from the family constructor's signature and defaults, and the
+    shared arguments it takes (`Family.shared_defaults`)."""
+    fields = {}
+    parameters = [
+        (param.name, None if param.default is param.empty else param.default)
+        for param in inspect.signature(family_cls.__init__).parameters.values()
+        if param.kind not in (param.VAR_KEYWORD, param.VAR_POSITIONAL)
+    ]
+    shared = getattr(family_cls, "shared_defaults", dict)()
+    for name, default in parameters + list(shared.items()):
+        if name in ("self",) + _DERIVED_MODEL_ARGS:
+            continue
+        if name in SPEC_ARGS:
+            kinds = (str, dict)
+        elif isinstance(default, bool):
+            kinds = (bool,)
+        elif isinstance(default, float):
+            kinds = (float, int)
+        elif isinstance(default, int):
+            kinds = (int,)
+        elif isinstance(default, (tuple, list)):
+            kinds = (list, tuple)
+        elif isinstance(default, str):
+            kinds = (str,)
+        elif name in _INT_MODEL_ARGS:
+            kinds = (int,)
+        else:
+            kinds = (object,)
+        minimum = 0 if name == "beta" else _INT_MODEL_ARGS.get(name)
+        fields[name] = Field(kinds, default, minimum=minimum)
+    return fields
+
+
+
+def check_spec(where, value, registry_name):
+    from vae_zoo import heads
+
+    registry = getattr(heads, registry_name)
+    name = value.get("name") if isinstance(value, dict) else value
+    if not isinstance(name, str):
+        raise RecipeError(f"{where} needs a 'name' (one of: {', '.join(registry.names())})")
+    if name not in registry:
+        raise RecipeError(
+            f"{where} = {name!r} is not one of: {', '.join(registry.names())}"
+            + suggest(name, registry.names())
+        )
+
+
+
+def hidden_layers_key_of(model, fields):
+    body = model.get("body", fields["body"].default if "body" in fields else None)
+    if body != "conv" and "hidden_units" in fields:
+        return "hidden_units"
+    return "dense_units" if "dense_units" in fields else None
+
+
+
+def check_tune(recipe, model_fields):
+    """Check the [tune] search space: each hyperparameter a list of values or a range
+    table, with values the recipe key it sets accepts."""
+    tune = recipe["tune"]
+    if not tune["validation_fraction"] < 1:
+        raise RecipeError(f"tune.validation_fraction must be < 1, got {tune['validation_fraction']!r}")
+    for name, ((section, key), integer, minimum, exclusive) in TUNABLE.items():
+        spec = tune[name]
+        if spec is None:
+            continue
+        where = f"tune.{name}"
+        target = hidden_layers_key_of(recipe["model"], model_fields) if key is None else key
+        if section == "model" and (target is None or target not in model_fields):
+            raise RecipeError(
+                f"{where}: model.family = {recipe['model']['family']!r} has no "
+                f"{'hidden layers' if name == 'hidden_width' else key} to tune"
+            )
+        if name == "beta" and recipe["annealing"]["beta_max"] is not None:
+            raise RecipeError(f"{where} cannot be tuned while annealing.beta_max is set "
+                              "(the schedule would override it)")
+        value_field = Field((int,) if integer else (float, int), None, minimum=minimum,
+                            exclusive_minimum=exclusive)
+        if isinstance(spec, list):
+            if not spec:
+                raise RecipeError(f"{where} must list at least one value")
+            for i, value in enumerate(spec):
+                check_value(f"{where}[{i}]", value, value_field)
+            if len(set(spec)) != len(spec):
+                raise RecipeError(f"{where} lists a value twice: {spec!r}")
+            continue
+        for part in spec:
+            if part not in _RANGE_KEYS:
+                raise RecipeError(f"unknown recipe key {where}.{part}{suggest(part, _RANGE_KEYS)}")
+        for part in ("min", "max"):
+            if part not in spec:
+                raise RecipeError(f"{where}.{part} must be set (or give {where} as a list of values)")
+            check_value(f"{where}.{part}", spec[part], value_field)
+        if not spec["min"] < spec["max"]:
+            raise RecipeError(f"{where}.min must be < {where}.max, got {spec['min']!r} and {spec['max']!r}")
+        sampling = check_value(f"{where}.sampling", spec.get("sampling", "linear"),
+                                Field((str,), "linear", choices=SAMPLINGS))
+        if sampling != "linear" and spec["min"] <= 0:
+            raise RecipeError(f"{where}: {sampling} sampling needs min > 0, got {spec['min']!r}")
+        if "step" in spec:
+            check_value(f"{where}.step", spec["step"], Field(
+                (int,) if integer else (float, int), None, minimum=0, exclusive_minimum=True))
+
+

@@ -1,0 +1,48 @@
+"""Distribution heads: Keras 3 layers that turn parameter tensors into TFP distributions.
+
+- `posteriors`: q(z|x) heads, registered in `POSTERIORS`;
+- `likelihoods`: p(x|z) heads, registered in `LIKELIHOODS`; each declares its data
+  support (`support_problem`) and its parameter names (`parameter_names`);
+- `priors`: p(z) and p(z|y) layers, registered in `PRIORS` (also `vae_zoo.priors`).
+
+Bodies (`vae_zoo.networks`) end with a projection to a head's `params_shape`; heads
+never hold the projection, so one head serves dense, convolutional and
+fully-convolutional bodies. See `vae_zoo.heads.base` for shapes and the head contract.
+"""
+
+from vae_zoo.distributions import EIGHT_BIT_ATOL, LogitBernoulli, eight_bit_values
+from vae_zoo.heads.base import LIKELIHOODS, POSTERIORS, DistributionHead, LikelihoodHead
+from vae_zoo.heads.likelihoods import (
+    BernoulliLikelihood,
+    Categorical256Likelihood,
+    DiscretizedLogisticMixtureLikelihood,
+    EightBitLikelihood,
+    GaussianLearnedScaleLikelihood,
+    GaussianLikelihood,
+    GaussianPerPixelLikelihood,
+)
+from vae_zoo.heads.posteriors import (
+    CategoricalPosterior,
+    DiagonalGaussianPosterior,
+    FullCovarianceGaussianPosterior,
+)
+from vae_zoo.heads.priors import (
+    PRIORS,
+    ConditionalGaussianPrior,
+    MixtureOfGaussiansPrior,
+    Prior,
+    SpatialAutoregressivePrior,
+    StandardNormalPrior,
+    UniformCategoricalPrior,
+)
+
+__all__ = [
+    "EIGHT_BIT_ATOL", "LIKELIHOODS", "POSTERIORS", "PRIORS",
+    "BernoulliLikelihood", "Categorical256Likelihood", "CategoricalPosterior",
+    "ConditionalGaussianPrior", "DiagonalGaussianPosterior", "DiscretizedLogisticMixtureLikelihood",
+    "DistributionHead", "EightBitLikelihood", "FullCovarianceGaussianPosterior",
+    "GaussianLearnedScaleLikelihood", "GaussianLikelihood", "GaussianPerPixelLikelihood",
+    "LikelihoodHead", "LogitBernoulli", "MixtureOfGaussiansPrior", "Prior",
+    "SpatialAutoregressivePrior", "StandardNormalPrior", "UniformCategoricalPrior",
+    "eight_bit_values",
+]
