@@ -4,6 +4,9 @@ z is categorical over K components and p(x|z=k) = N(x; μ_k, Σ_k), so
 p(x) = Σ_k α_k N(x; μ_k, Σ_k) is exact and cheap: a reference point for a VAE's
 importance-weighted bound on log p(x) (`vae_zoo.evaluate.log_likelihood`) on the same
 data. Notation follows docs/theory.md and Bishop, PRML §9.2.
+
+(About 460 lines: one self-contained estimator, EM in log space for two covariance
+types with its checks, saving and sampling; it shares nothing with the VAE classes.)
 """
 
 from __future__ import annotations
