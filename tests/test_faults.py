@@ -478,6 +478,26 @@ def test_a_recipe_dataset_that_is_empty_or_not_finite(fault, expected, tmp_path,
     assert list(tmp_path.iterdir()) == []
 
 
+def test_annealing_needs_a_dataset_of_known_length(tmp_path, monkeypatch):
+    """An epoch-based β schedule on a dataset that does not declare its length is a
+    one-line error before training (not a silently constant β)."""
+    import tensorflow as tf
+
+    from vae_zoo import recipes
+
+    recipe = recipes.load("mnist_dense", ["model.hidden_units=[8]", "model.latent_dim=2",
+                                          "train.epochs=1"])
+    x = np.zeros((8, 28, 28, 1), "float32")
+    unknown = tf.data.Dataset.from_tensor_slices(x).filter(lambda _: True).batch(4)
+    monkeypatch.setattr(runs.recipes_lib, "build_datasets",
+                        lambda recipe, replicas=1: (unknown, unknown))
+    with pytest.raises(ValueError, match="^annealing.schedule = 'linear' needs the number of "
+                                         "batches per epoch, which dataset 'mnist_sample' "
+                                         "does not declare$"):
+        runs.train(recipe, tmp_path / "run", verbose=0)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_overwrite_replaces_a_run_folder_only_when_asked(tmp_path, capsys):
     output = tmp_path / "run"
     output.mkdir()

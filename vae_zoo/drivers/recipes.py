@@ -318,5 +318,5 @@ def build_datasets(recipe, with_labels=None, replicas=1):
 def steps_per_epoch(dataset):
     """Batches in one epoch of a dataset, or None when it does not declare its length."""
     steps = int(dataset.cardinality())
-    return steps if steps > 0 else None
+    return steps if steps >= 0 else None
 
