@@ -8,9 +8,12 @@ do, so a family's own test file holds only its own maths:
 - one `fit` step on the default (XLA, several steps per call) path: finite metrics,
   weights change;
 - `get_config` → `from_config` and `.keras` save → load (no custom_objects): the same
-  config and the same encoder, decoder and sample outputs, and the loaded model trains;
-- (`check_export`) a TF-Serving export whose `reconstruct` signature, loaded back,
-  equals `model.reconstruct`.
+  config and the same encoder, decoder and sample outputs, and (after the fit step) the
+  loaded model trains on.
+
+Every registered family is also exported and served from a fresh process by
+`tests/test_export.py` (its `tiny_models` take any family it does not list from the
+family's `example_arguments`).
 
 Inputs come from the model itself: data on the 8-bit grid k/255 (inside every
 likelihood's support after binarizing for Bernoulli), conditions of the shape of the
@@ -95,9 +98,9 @@ def assert_same_model(a, b, inputs):
                                atol=1e-6)
 
 
-def check_round_trips(model, inputs, folder):
-    """`from_config` (same config, same weight count) and `.keras` (same model; it
-    trains on)."""
+def check_round_trips(model, inputs, folder, train_loaded=False):
+    """`from_config` (same config, same weight count) and `.keras` (same model; with
+    `train_loaded`, a compiled model's restored optimizer trains on)."""
     clone = type(model).from_config(model.get_config())
     assert clone.get_config() == model.get_config()
     assert clone.count_params() == model.count_params()
@@ -106,32 +109,17 @@ def check_round_trips(model, inputs, folder):
     loaded = keras.models.load_model(path)
     assert_same_model(model, loaded, inputs)
     assert float(loaded.beta.numpy()) == float(model.beta.numpy())
-    if getattr(model, "optimizer", None) is not None:
+    if train_loaded:
         x, *rest = inputs
         loaded.fit(x, *rest, batch_size=len(x), epochs=1, verbose=0)
     return loaded
 
 
-def check_export(model, inputs, folder):
-    """The `reconstruct` signature of an export, loaded back, is `model.reconstruct`."""
-    from vae_zoo import export
-
-    version = export.export_for_serving(model, folder / "served")
-    signature = tf.saved_model.load(str(version)).signatures["reconstruct"]
-    x = inputs[0]
-    feeds = {"x": tf.constant(x)}
-    if model.conditional:
-        name = "label" if getattr(model, "num_classes", None) else "condition"
-        feeds[name] = tf.constant(inputs[1], tf.int32 if name == "label" else tf.float32)
-    served = signature(**feeds)["reconstruction"]
-    np.testing.assert_allclose(served, model.reconstruct(x, **_condition(inputs)), atol=1e-5)
-
-
 def run_family_checks(model, folder, inputs=None):
-    """Every check above but the export, on a fresh model of a family."""
+    """Every check above, on a fresh model of a family."""
     inputs = inputs or example_inputs(model)
     check_api(model, inputs)
     check_eager_matches_compiled(model, inputs)
     check_fit_step(model, inputs)
-    check_round_trips(model, inputs, folder)
+    check_round_trips(model, inputs, folder, train_loaded=True)
     return inputs

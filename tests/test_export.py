@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from vae_zoo import cli, evaluate, export
-from vae_zoo.models import ConditionalVAE, ConvVAE, DenseVAE, DiscreteVAE, FullyConvVAE
+from vae_zoo.models import MODELS, ConditionalVAE, ConvVAE, DenseVAE, DiscreteVAE, FullyConvVAE
 
 # Subprocesses, several devices or whole runs: out of the quick `-m "not slow"` loop.
 pytestmark = pytest.mark.slow
@@ -27,8 +27,8 @@ ALL_SIGNATURES = {"encode", "decode", "reconstruct", "sample", "log_likelihood",
 
 
 def tiny_models():
-    """One small model per family, with a variety of heads and priors."""
-    return {
+    """One small model per registered family, with a variety of heads and priors."""
+    models = {
         "dense": DenseVAE((4, 4, 1), 2, hidden_units=(8,), posterior="full_covariance_gaussian", seed=0),
         "conv": ConvVAE((8, 8, 1), 3, filters=(4,), kernel_sizes=(3,), strides=(2,),
                         dense_units=(8,), likelihood="gaussian_learned_scale", seed=0),
@@ -39,6 +39,9 @@ def tiny_models():
                                       seed=0),
         "discrete": DiscreteVAE((6,), num_latents=2, num_categories=3, hidden_units=(8,), seed=0),
     }
+    # Every other registered family, from its example arguments.
+    return {**models, **{name: MODELS.get(name)(**MODELS.get(name).example_arguments, seed=0)
+                         for name in MODELS.names() if name not in models}}
 
 
 def inputs_for(model, rng):
@@ -141,7 +144,7 @@ def fresh(exported, tmp_path_factory):
         return {key: out[key] for key in out.files}, json.loads(done.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("family", ["dense", "conv", "fully_conv", "conditional", "discrete"])
+@pytest.mark.parametrize("family", MODELS.names())
 def test_fresh_process_matches_in_memory_model(family, exported, fresh):
     _, _, _, expected = exported[family]
     outputs, _ = fresh

@@ -48,13 +48,6 @@ def test_every_registered_family_passes_the_shared_checks(family, tmp_path):
     family_case.run_family_checks(_build_example(family), tmp_path)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("family", FAMILIES)
-def test_every_registered_family_exports_for_serving(family, tmp_path):
-    model = _build_example(family)
-    family_case.check_export(model, family_case.example_inputs(model), tmp_path)
-
-
 def test_the_matrix_covers_every_registered_family():
     """Every family is in the cases below (with the README's combinations when listed,
     else every likelihood on its defaults), and has example arguments."""

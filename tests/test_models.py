@@ -123,7 +123,7 @@ def test_save_load_round_trip(tmp_path, likelihood):
     x = binary_data(8, (4, 4, 1))
     model.fit(x, batch_size=4, epochs=1, verbose=0)
     model.beta.assign(0.75)
-    loaded = family_case.check_round_trips(model, (x,), tmp_path)
+    loaded = family_case.check_round_trips(model, (x,), tmp_path, train_loaded=True)
     assert float(loaded.beta.numpy()) == 0.75
     assert MODELS.get("dense") is DenseVAE
 

@@ -5,7 +5,13 @@
 - `pipeline`: `make_dataset` and the shared batching, scaling and binarization.
 """
 
-from vae_zoo.data.pipeline import BINARIZE_MODES, PREFETCH_BATCHES, make_dataset, static_binarize
+from vae_zoo.data.pipeline import (
+    BINARIZE_MODES,
+    PREFETCH_BATCHES,
+    first_examples,
+    make_dataset,
+    static_binarize,
+)
 from vae_zoo.data.sources import (
     DatasetEntry,
     entry,
@@ -21,7 +27,8 @@ from vae_zoo.data.sources import (
 DATASETS = names()
 
 __all__ = [
-    "BINARIZE_MODES", "DATASETS", "PREFETCH_BATCHES", "DatasetEntry", "entry", "has_labels",
+    "BINARIZE_MODES", "DATASETS", "PREFETCH_BATCHES", "DatasetEntry", "entry", "first_examples",
+    "has_labels",
     "input_shape_of", "load", "load_arrays", "load_embedded_mnist", "make_dataset", "names",
     "register", "static_binarize",
 ]

@@ -99,6 +99,24 @@ def make_dataset(
     )
 
 
+def first_examples(ds, limit):
+    """First `limit` examples of a dataset as numpy arrays `(x, y)`; y is None for a
+    dataset without labels."""
+    xs, ys, count = [], [], 0
+    for batch in ds:
+        labelled = isinstance(batch, (tuple, list))
+        xs.append((batch[0] if labelled else batch).numpy())
+        if labelled:
+            ys.append(batch[1].numpy())
+        count += len(xs[-1])
+        if count >= limit:
+            break
+    if not xs:  # an empty dataset: no examples, of the shape it declares
+        spec = ds.element_spec[0] if isinstance(ds.element_spec, tuple) else ds.element_spec
+        return np.zeros((0, *spec.shape[1:]), spec.dtype.as_numpy_dtype), None
+    return np.concatenate(xs)[:limit], (np.concatenate(ys)[:limit] if ys else None)
+
+
 # --------------------------------------------------------------------------- #
 # Shared pipeline
 # --------------------------------------------------------------------------- #

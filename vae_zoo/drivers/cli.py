@@ -144,7 +144,7 @@ def _eval_data(model_path, model, examples, seed):
     """Test `(x, y, dataset name)` for a model: its run's recipe when there is one, else
     mnist_sample. y holds the labels of a conditional model, else None."""
     from vae_zoo import data
-    from vae_zoo.drivers import recipes, runs
+    from vae_zoo.drivers import recipes
 
     recipe_file = model_path.parent / "recipe.json"
     if recipe_file.is_file():
@@ -160,7 +160,7 @@ def _eval_data(model_path, model, examples, seed):
             f"{recipe['data']['dataset']!r} {recipes.input_shape(recipe)}"
         )
     _, test = recipes.build_datasets(recipe, with_labels=model.conditional)
-    x, y = runs.first_examples(test, examples)
+    x, y = data.first_examples(test, examples)
     return x, y, recipe["data"]["dataset"]
 
 

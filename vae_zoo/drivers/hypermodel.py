@@ -202,7 +202,7 @@ class VAEHyperModel(keras_tuner.HyperModel):
         the first `tune.examples` validation examples as arrays (for the IW objective)."""
         if replicas not in self._data:
             train, validation = _split(self.recipe, replicas)
-            x_val, labels = runs.first_examples(validation, self.recipe["tune"]["examples"])
+            x_val, labels = data.first_examples(validation, self.recipe["tune"]["examples"])
             conditional = recipes.is_conditional(self.recipe)
             self._data[replicas] = (train, validation, x_val, labels if conditional else None)
         return self._data[replicas]

@@ -45,6 +45,7 @@ import keras
 import numpy as np
 
 from vae_zoo import evaluate, plots
+from vae_zoo.data import first_examples
 from vae_zoo.drivers import recipes as recipes_lib
 from vae_zoo.training import distribute
 from vae_zoo.training.callbacks import CollapseDiagnostics, ImageGrids, StopOnNaN
@@ -56,24 +57,6 @@ RUNS_DIR = "runs"
 
 def default_output(recipe) -> Path:
     return Path(RUNS_DIR) / f"{recipe['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def first_examples(ds, limit):
-    """First `limit` examples of a dataset as numpy arrays `(x, y)`; y is None for a
-    dataset without labels."""
-    xs, ys, count = [], [], 0
-    for batch in ds:
-        labelled = isinstance(batch, (tuple, list))
-        xs.append((batch[0] if labelled else batch).numpy())
-        if labelled:
-            ys.append(batch[1].numpy())
-        count += len(xs[-1])
-        if count >= limit:
-            break
-    if not xs:  # an empty dataset: no examples, of the shape it declares
-        spec = ds.element_spec[0] if isinstance(ds.element_spec, tuple) else ds.element_spec
-        return np.zeros((0, *spec.shape[1:]), spec.dtype.as_numpy_dtype), None
-    return np.concatenate(xs)[:limit], (np.concatenate(ys)[:limit] if ys else None)
 
 
 def model_inputs(ds, model):
