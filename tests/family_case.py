@@ -8,8 +8,8 @@ do, so a family's own test file holds only its own maths:
 - one `fit` step on the default (XLA, several steps per call) path: finite metrics,
   weights change;
 - `get_config` → `from_config` and `.keras` save → load (no custom_objects): the same
-  config and the same encoder, decoder and sample outputs, and (after the fit step) the
-  loaded model trains on.
+  config and the same encoder, decoder and sample outputs (`train_loaded`: and the
+  loaded model's restored optimizer trains on, as `tests/test_models.py` asks).
 
 Every registered family is also exported and served from a fresh process by
 `tests/test_export.py` (its `tiny_models` take any family it does not list from the
@@ -121,5 +121,5 @@ def run_family_checks(model, folder, inputs=None):
     check_api(model, inputs)
     check_eager_matches_compiled(model, inputs)
     check_fit_step(model, inputs)
-    check_round_trips(model, inputs, folder, train_loaded=True)
+    check_round_trips(model, inputs, folder)
     return inputs

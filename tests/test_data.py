@@ -257,3 +257,23 @@ def test_load_validation():
         data.load("mnist_sample", batch_size=0)
     with pytest.raises(ValueError, match="no class labels"):
         data.load("binarized_mnist", with_labels=True)
+
+
+def test_a_registered_dataset_entry_is_a_name_everywhere():
+    """One `register(DatasetEntry(...))` makes a name that `data` and recipes accept;
+    a name cannot be registered twice with different entries."""
+    from vae_zoo import recipes
+
+    entry = data.DatasetEntry("test_registry_digits", (28, 28, 1), has_labels=True,
+                              tfds_name="mnist")
+    data.register(entry)
+    data.register(entry)  # the same entry again: fine
+    assert data.entry("test_registry_digits") is entry and "test_registry_digits" in data.names()
+    assert data.input_shape_of("test_registry_digits", 14) == (14, 14, 1)
+    assert data.has_labels("test_registry_digits")
+    recipe = recipes.load("mnist_dense", ["data.dataset=test_registry_digits"])
+    assert recipe["data"]["dataset"] == "test_registry_digits"
+    with pytest.raises(ValueError, match="already registered"):
+        data.register(data.DatasetEntry("test_registry_digits", (32, 32, 3), has_labels=False))
+    with pytest.raises(ValueError, match="Unknown dataset 'no_such_set'"):
+        data.entry("no_such_set")
