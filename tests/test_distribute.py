@@ -103,6 +103,8 @@ SCRIPT = textwrap.dedent(
         "same_strategy": probe.same_strategy,
         "recipe_strategy": json.loads((run / "recipe.json").read_text())["train"]["strategy"],
         "run_elbo": json.loads((run / "metrics.json").read_text())["elbo"],
+        "run_beta": float((run / "history.csv").read_text().splitlines()[1].split(",")[
+            (run / "history.csv").read_text().splitlines()[0].split(",").index("beta")]),
         "cli_status": status, "cli_out": printed.getvalue(),
     }))
     """
@@ -142,6 +144,9 @@ def test_runs_train_under_mirrored(two_devices):
     assert result["steps"] == 25  # 5,000 digits / (100 per replica x 2 replicas)
     assert result["recipe_strategy"] == "mirrored"
     assert -1000 < result["run_elbo"] < 0
+    # The recipe's β schedule ran in the replicas' compiled step: linear over 10 epochs
+    # of 25 global steps, so epoch 1's mean β is mean(0, 1, ..., 24) / 250.
+    assert result["run_beta"] == pytest.approx(12 / 250, rel=1e-5)
 
 
 def test_cli_train_strategy_flag(two_devices):
