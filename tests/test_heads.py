@@ -458,3 +458,16 @@ def test_dense_vae_with_new_head_trains_and_saves(tmp_path, kwargs):
     loaded = keras.models.load_model(tmp_path / "m.keras")
     assert loaded.get_config() == model.get_config()
     assert_same_outputs(model, loaded, x)
+
+
+def test_support_problems_name_the_count_and_a_value():
+    """Each likelihood says why data lie outside its support, in one line; Gaussians
+    take any finite value."""
+    x = np.array([0.0, 3 / 255, 1.0, 0.5 / 255], np.float32)
+    assert heads.BernoulliLikelihood().support_problem(x) == (
+        "a Bernoulli likelihood needs binary data (0 or 1), got 2 values like 0.01176")
+    assert heads.Categorical256Likelihood().support_problem(x) == (
+        "an 8-bit likelihood (Categorical256Likelihood) needs values k/255 in [0, 1], got 1 "
+        "values like 0.00196078")
+    assert heads.GaussianLikelihood().support_problem(x) is None
+    assert heads.BernoulliLikelihood().support_problem(np.array([0.0, 1.0])) is None

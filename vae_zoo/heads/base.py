@@ -83,6 +83,7 @@ class LikelihoodHead(DistributionHead):
         return tfd.Independent(dist, reinterpreted_batch_ndims=params.shape.rank - 2)
 
 
-def first_bad(x, bad) -> str:
-    """`"N values like V"` for the entries of `x` where `bad` holds."""
-    return f"{int(bad.sum())} values like {float(np.asarray(x)[bad][0]):.6g}"
+def first_bad(x, bad, digits=6) -> str:
+    """`"N values like V"` for the entries of `x` where `bad` holds (V to `digits`
+    significant digits)."""
+    return f"{int(bad.sum())} values like {float(np.asarray(x)[bad][0]):.{digits}g}"

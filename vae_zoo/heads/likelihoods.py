@@ -39,7 +39,7 @@ class BernoulliLikelihood(LikelihoodHead):
         x = np.asarray(x, dtype=np.float32)
         bad = (x != 0.0) & (x != 1.0)
         if bad.any():
-            return f"a Bernoulli likelihood needs binary data (0 or 1), got {first_bad(x, bad)}"
+            return f"a Bernoulli likelihood needs binary data (0 or 1), got {first_bad(x, bad, 4)}"
         return None
 
     def call(self, params):
