@@ -105,13 +105,10 @@ def log_likelihood(model, x, num_samples=1000, batch_size=None, chunk_size=None,
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     x = _check_inputs(model, x, y)
-    # Decoder outputs per example: the likelihood's parameters (256 per pixel for a
-    # 256-way categorical), which dominate the memory of a chunk.
-    elements = math.prod(model.likelihood.params_shape(model.data_shape))
     log_weights_fn = _compiled(model, "log_weights", model.log_importance_weights, jit_compile)
     return objectives.iw_log_likelihood(
-        log_weights_fn, x, int(num_samples), elements, y=y, batch_size=batch_size,
-        chunk_size=chunk_size, seed=seed,
+        log_weights_fn, x, int(num_samples), model.likelihood_params_per_example, y=y,
+        batch_size=batch_size, chunk_size=chunk_size, seed=seed,
     )
 
 

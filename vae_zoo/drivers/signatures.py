@@ -27,7 +27,6 @@ the graph runs.
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 
 import keras
@@ -157,7 +156,7 @@ def _endpoints(model, max_samples):
         y = _checked(condition[0], one_y[0])
         return {"samples": model.sample(n, y=y, seed=seed_pair)}
 
-    elements = math.prod(model.likelihood.params_shape(model.data_shape))
+    elements = model.likelihood_params_per_example
 
     def log_likelihood(x, num_samples, seed, *condition):
         # `evaluate.log_likelihood(model, x, num_samples, seed=seed)` for one batch (up

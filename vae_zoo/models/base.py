@@ -10,6 +10,8 @@ parts from a few arguments; training, evaluation, sampling and saving live here 
 
 from __future__ import annotations
 
+import math
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -298,16 +300,21 @@ class VAE(keras.Model):
             current = mask * x + (1.0 - mask) * self.decode(z, y).mean()
         return current
 
+    @property
+    def likelihood_params_per_example(self) -> int:
+        """Likelihood parameters the decoder outputs per example (256 per pixel for a
+        256-way categorical): what bounds the memory of a chunk of importance samples."""
+        return math.prod(self.likelihood.params_shape(self.data_shape))
+
     def anomaly_score(self, x, y=None, num_samples=1000, seed=0):
         """−log p(x) per example (importance-weighted, `num_samples` samples): `[B]` numpy.
 
         Higher means less likely under the model. The bound of
         `vae_zoo.evaluate.log_likelihood`, without its input checks.
         """
-        x = np.asarray(x, np.float32)
-        elements = int(np.prod(self.likelihood.params_shape(self.data_shape)))
         return -objectives.iw_log_likelihood(
-            self.log_importance_weights, x, int(num_samples), elements, y=y, seed=seed
+            self.log_importance_weights, np.asarray(x, np.float32), int(num_samples),
+            self.likelihood_params_per_example, y=y, seed=seed,
         )
 
     def call(self, inputs, training=False):
