@@ -143,6 +143,8 @@ def _cmd_sample(args):
 def _eval_data(model_path, model, examples, seed):
     """Test `(x, y, dataset name)` for a model: its run's recipe when there is one, else
     mnist_sample. y holds the labels of a conditional model, else None."""
+    import numpy as np
+
     from vae_zoo import data
     from vae_zoo.drivers import recipes
 
@@ -150,8 +152,9 @@ def _eval_data(model_path, model, examples, seed):
     if recipe_file.is_file():
         recipe = recipes.validate(json.loads(recipe_file.read_text()))
     else:
-        # the embedded digits as they are if the likelihood takes grey levels, else binarized
-        grey = data.load_embedded_mnist()["x_test"][:100] / 255.0
+        # the embedded digits as they are if the likelihood takes grey levels (k/255),
+        # else binarized
+        grey = np.float32([128 / 255])
         binarize = "none" if model.likelihood.support_problem(grey) is None else "static"
         recipe = recipes.validate({"data": {"binarize": binarize}, "model": {"family": "dense", "latent_dim": 1}})
     if recipes.input_shape(recipe) != tuple(model.data_shape):

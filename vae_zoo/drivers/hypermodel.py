@@ -32,6 +32,11 @@ def objective(recipe) -> keras_tuner.Objective:
     return keras_tuner.Objective(OBJECTIVE_METRICS[recipe["tune"]["objective"]], direction="max")
 
 
+def trial_epochs(recipe) -> int:
+    """Epochs per trial: tune.epochs, else train.epochs (Hyperband: the most a trial gets)."""
+    return recipe["tune"]["epochs"] or recipe["train"]["epochs"]
+
+
 def search_space(recipe) -> dict:
     """The declared hyperparameters: name → list of values or range table."""
     return {name: spec for name in recipes.TUNABLE
@@ -189,8 +194,7 @@ class VAEHyperModel(keras_tuner.HyperModel):
         recipe = self.recipe_for(hp)
         train = self.datasets(distribute.num_replicas())[0]
         keras.utils.set_random_seed(recipe["train"]["seed"])
-        epochs = recipe["tune"]["epochs"] or recipe["train"]["epochs"]
-        model = recipes.build_model(recipe, recipes.steps_per_epoch(train), epochs)
+        model = recipes.build_model(recipe, recipes.steps_per_epoch(train), trial_epochs(recipe))
         recipes.compile_model(model, recipe)
         # Optimizer variables now, like the model's own: keras-tuner's checkpoints then
         # restore the optimizer state too (Hyperband continues trials from them).
@@ -212,7 +216,7 @@ class VAEHyperModel(keras_tuner.HyperModel):
         recipe = self.recipe_for(hp)
         strategy = model.distribute_strategy
         train, validation, x_val, y_val = self.datasets(distribute.num_replicas(strategy))
-        # The β schedule is the model's, of the optimizer's step: a trial Hyperband
+        # The β schedule is the model's, of the optimizer's step: a trial that Hyperband
         # continues from a checkpoint continues its schedule too.
         own = []
         if recipe["tune"]["objective"] == "log_likelihood":
@@ -221,7 +225,7 @@ class VAEHyperModel(keras_tuner.HyperModel):
         return model.fit(
             distribute.shard(train),
             validation_data=distribute.shard(runs.model_inputs(validation, model)),
-            epochs=epochs or recipe["tune"]["epochs"] or recipe["train"]["epochs"],
+            epochs=epochs or trial_epochs(recipe),
             initial_epoch=initial_epoch,
             callbacks=own + list(callbacks or []),  # ours first: they add the objective
             verbose=verbose,

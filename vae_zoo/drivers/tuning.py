@@ -56,6 +56,7 @@ from vae_zoo.drivers.hypermodel import (  # noqa: F401  (public here too)
     objective,
     overrides,
     search_space,
+    trial_epochs,
 )
 from vae_zoo.training import distribute
 from vae_zoo.training.checkpointing import write_json_atomic
@@ -175,7 +176,7 @@ def build_tuner(recipe, directory, overwrite=False, strategy=None, report=True, 
     cls = TUNERS[tune["tuner"]]
     try:
         if tune["tuner"] == "hyperband":
-            tuner = cls(hypermodel, max_epochs=tune["epochs"] or recipe["train"]["epochs"],
+            tuner = cls(hypermodel, max_epochs=trial_epochs(recipe),
                         factor=tune["hyperband_factor"], hyperband_iterations=1, **common)
         else:
             tuner = cls(hypermodel, max_trials=tune["max_trials"], **common)
