@@ -158,7 +158,7 @@ def staging_path(output) -> Path:
 def _resume_state(staging, recipe):
     """Epochs finished in `staging`'s checkpoint, or None when there is nothing to resume
     (no checkpoint, or one of another recipe, which is then discarded)."""
-    meta = staging / "backup" / AtomicBackupAndRestore.METADATA
+    meta = _checkpoint_metadata(staging)
     recipe_file = staging / "recipe.json"
     if not meta.is_file() or not recipe_file.is_file():
         return None
@@ -199,8 +199,12 @@ def _claim(staging):
     owner.write_text(str(os.getpid()))
 
 
+def _checkpoint_metadata(staging) -> Path:
+    return staging / "backup" / AtomicBackupAndRestore.METADATA
+
+
 def _has_checkpoint(staging) -> bool:
-    return (staging / "backup" / AtomicBackupAndRestore.METADATA).is_file()
+    return _checkpoint_metadata(staging).is_file()
 
 
 def _open_staging(output, overwrite, chief, recipe):

@@ -23,6 +23,7 @@ import tensorflow as tf
 from vae_zoo import evaluate, plots
 from vae_zoo.schedules import SCHEDULES, BetaSchedule, check_options  # noqa: F401
 
+
 class KLAnnealing(keras.callbacks.Callback):
     """Anneals `model.beta` during `fit` with a `vae_zoo.schedules.BetaSchedule`.
 
