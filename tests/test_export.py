@@ -4,6 +4,7 @@ bad requests, versions and atomicity, the CLI, the shipped model and the load te
 import hashlib
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -347,8 +348,9 @@ def test_killed_export_leaves_only_ignored_staging(small, tmp_path):
     done = subprocess.run([sys.executable, "-c", HARD_CRASH, str(base)], capture_output=True,
                           timeout=120)
     assert done.returncode == 17, done.stderr.decode()[-2000:]
-    leftovers = list(base.iterdir())
-    assert len(leftovers) == 1 and leftovers[0].name.startswith(export.STAGING_PREFIX)
+    leftovers = sorted(p.name for p in base.iterdir())  # the folder and its lock file
+    assert len(leftovers) == 2 and leftovers[1] == leftovers[0] + ".lock"
+    assert leftovers[0].startswith(export.STAGING_PREFIX)
     assert export.versions(base) == [] and export.find_export(base) is None  # TF Serving: no version
     assert export.export_for_serving(small, base) == base / "1"  # and the leftover is cleaned up
     assert [p.name for p in base.iterdir()] == ["1"]
@@ -428,3 +430,25 @@ def test_serving_load_benchmark_small(exported):
         assert result["errors"] == 0, result["error_examples"]
         assert result["mismatches"] == 0
         assert result["p99_ms"] >= result["p50_ms"] > 0
+
+
+def test_export_removes_only_staging_no_live_process_holds(small, tmp_path):
+    """Staging folders of other exports: one being written (its lock held, as by a
+    process on another host of a shared filesystem) is kept; one whose writer died is
+    removed, whatever PID its name shows (here a live, unrelated one)."""
+    from vae_zoo.training.checkpointing import FileLock
+
+    base = tmp_path / "m"
+    live = base / f"{export.STAGING_PREFIX}1-live"
+    dead = base / f"{export.STAGING_PREFIX}{os.getppid()}-dead"
+    for folder in (live, dead):
+        folder.mkdir(parents=True)
+        (folder / "saved_model.pb").write_bytes(b"partial")
+        folder.with_name(folder.name + ".lock").write_text("process 1 on otherhost")
+    held = FileLock(live.with_name(live.name + ".lock"), "export").acquire()
+    try:
+        assert export.export_for_serving(small, base) == base / "1"
+        assert live.is_dir() and not dead.exists()
+    finally:
+        held.release()
+    assert sorted(p.name for p in base.iterdir()) == sorted(["1", live.name])

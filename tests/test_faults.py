@@ -72,7 +72,7 @@ def _assert_complete(output, epochs=4):
 # command). Points inside a checkpoint write are found by wrapping the file operations
 # the write uses, so they do not depend on how `runs` names its helpers.
 KILLER = """
-import json, os, signal, sys
+import json, os, shutil, signal, sys
 import keras
 from vae_zoo import cli, runs
 
@@ -115,7 +115,7 @@ real_save_weights = keras.Model.save_weights
 
 def save_weights(self, filepath, *args, **kwargs):
     real_save_weights(self, filepath, *args, **kwargs)
-    if point == "weights_half_written" and "epoch-2-" in os.path.basename(str(filepath)):
+    if point == "weights_half_written" and os.path.basename(str(filepath)).startswith("epoch-2."):
         data = open(filepath, "rb").read()
         open(filepath, "wb").write(data[: len(data) // 2])
         die()
@@ -145,11 +145,26 @@ def fsync(fd):
 def replace(src, dst, *args, **kwargs):
     real_replace(src, dst, *args, **kwargs)
     if (point == "metadata_committed" and os.path.basename(str(dst)) == "training_metadata.json"
-            and written_epoch(dst) == 2):
-        die()  # the old weights file is still there
+            and written_epoch(dst) == 3):
+        die()  # epoch 1's weights file, no longer kept, is still there
 
 
-os.fsync, os.replace = fsync, replace
+real_rename, real_rmtree = os.rename, shutil.rmtree
+
+
+def rename(src, dst, *args, **kwargs):
+    real_rename(src, dst, *args, **kwargs)
+    if point == "finish_mid_swap" and str(dst).endswith(".old"):
+        die()  # the old run folder moved aside, the new one not yet in place
+
+
+def rmtree(path, *args, **kwargs):
+    real_rmtree(path, *args, **kwargs)
+    if point == "finish_backup_removed" and os.path.basename(str(path)) == "backup":
+        die()  # results complete, checkpoint gone, not yet renamed
+
+
+os.fsync, os.replace, os.rename, shutil.rmtree = fsync, replace, rename, rmtree
 sys.exit(cli.main(sys.argv[2:]))
 """
 
@@ -159,7 +174,7 @@ KILL_POINTS = {
     "mid_epoch": 2,
     "weights_half_written": 1,  # epoch 2's checkpoint never became the current one
     "metadata_half_written": 1,
-    "metadata_committed": 2,
+    "metadata_committed": 3,
 }
 
 
@@ -179,10 +194,12 @@ def test_sigkill_then_rerun_resumes(point, tmp_path):
         (runs.staging_path(output) / "recipe.json").read_text()))
     model.load_weights(backup / meta["weights"])  # the current checkpoint loads
     weights = sorted(p.name for p in backup.glob("*.weights.h5"))
+    current_and_previous = sorted([meta["weights"]] + (
+        [meta["previous"]["weights"]] if meta["previous"] else []))
     if point in ("between_epochs", "mid_epoch"):  # older weights files were removed
-        assert weights == [meta["weights"]]
-    if point == "metadata_committed":  # killed before removing the old one
-        assert len(weights) == 2 and meta["weights"] in weights
+        assert weights == current_and_previous
+    if point == "metadata_committed":  # killed before removing the oldest one
+        assert weights == sorted(current_and_previous + ["epoch-1.weights.h5"])
     with open(runs.staging_path(output) / "history.csv") as f:
         assert len(list(csv.DictReader(f))) >= meta["epoch"]  # rows of finished epochs kept
     stdout = _rerun(output)
@@ -215,8 +232,8 @@ def test_poisoned_weights_stop_training_and_keep_last_good_checkpoint(tmp_path):
         runs.train(recipe, output, verbose=0, callbacks=[_PoisonWeights()])
     staging = runs.staging_path(output)
     assert str(caught.value) == (
-        f"training diverged at epoch 2, batch 3 (loss is nan); last good checkpoint kept "
-        f"at {staging / 'backup'}; lower train.learning_rate and rerun"
+        f"training diverged at epoch 2, batch 3 (loss is nan); last good checkpoint (epoch 1) "
+        f"kept at {staging / 'backup'}; lower train.learning_rate and rerun with --resume"
     )
     assert not output.exists()
     meta = json.loads((staging / "backup" / "training_metadata.json").read_text())
@@ -270,13 +287,20 @@ def test_labels_out_of_range_for_a_conditional_recipe_are_refused(tmp_path, caps
 
 
 def test_a_live_writer_of_the_same_run_folder_is_refused(tmp_path, capsys):
+    from vae_zoo.training.checkpointing import FileLock
+
     output = tmp_path / "run"
-    staging = runs.staging_path(output)
-    staging.mkdir()
-    (staging / "owner.pid").write_text(str(os.getppid()))  # a live process, not us
-    message = _one_line_error(["train", *TINY, "--output", str(output)], capsys)
-    assert message == f"run folder {staging} is being written by process {os.getppid()}"
-    assert (staging / "owner.pid").read_text() == str(os.getppid())
+    lock = FileLock(runs._lock_path(output), "held").acquire()  # another writer
+    try:
+        message = _one_line_error(["train", *TINY, "--output", str(output)], capsys)
+    finally:
+        lock.release()
+    assert message.startswith(f"run folder {runs.staging_path(output)} is being written by "
+                              f"process {os.getpid()} on ")
+    # a lock file left by a dead process (its PID now another live process) blocks nothing
+    runs._lock_path(output).write_text(f"process {os.getppid()} on this host (since then)")
+    assert cli.main(["train", *TINY, "--set", "train.epochs=1", "--output", str(output)]) == 0
+    assert not runs._lock_path(output).exists()
 
 
 @pytest.fixture(scope="module")
@@ -515,17 +539,144 @@ def test_overwrite_replaces_a_run_folder_only_when_asked(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no staging or old copy left
 
 
-def test_a_checkpoint_of_another_recipe_is_not_resumed(tmp_path, capsys):
+class _Interrupt(Exception):
+    pass
+
+
+class _InterruptAt(keras.callbacks.Callback):
+    """Stops a run (as a crash would) at the start of epoch `epoch` (1-based)."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch + 1 == self.epoch:
+            raise _Interrupt()
+
+
+def _interrupted_run(output, overrides=(), epoch=3):
+    """A staging folder holding checkpoints of epochs 1 and 2 of TINY's recipe."""
+    from vae_zoo import recipes
+
+    recipe = recipes.load("mnist_dense", [*(TINY[i + 1] for i in range(0, len(TINY) - 1, 2)
+                                            if TINY[i] == "--set"), *overrides])
+    with pytest.raises(_Interrupt):
+        runs.train(recipe, output, verbose=0, callbacks=[_InterruptAt(epoch)])
+    return runs.staging_path(output) / "backup"
+
+
+def test_a_checkpoint_of_another_recipe_is_kept_until_the_user_says(tmp_path, capsys):
     output = tmp_path / "run"
-    staging = runs.staging_path(output)
-    (staging / "backup").mkdir(parents=True)
-    (staging / "recipe.json").write_text(json.dumps({"name": "something else"}))
-    (staging / "backup" / "training_metadata.json").write_text(
-        json.dumps({"epoch": 3, "batch": 0, "weights": "missing.weights.h5"}))
-    (staging / "history.csv").write_text("epoch,loss\n0,1.0\n1,1.0\n2,1.0\n")
-    assert cli.main(["train", *TINY, "--set", "train.epochs=1", "--output", str(output)]) == 0
+    backup = _interrupted_run(output)
+    message = _one_line_error(["train", *TINY, "--set", "model.latent_dim=3",
+                               "--output", str(output)], capsys)
+    assert message == (
+        f"{backup.parent} holds a checkpoint after epoch 2 of a different recipe "
+        "(model.latent_dim 2 -> 3); model.latent_dim cannot change in a resumed run; pass "
+        "--restart to discard it, or use another --output")
+    assert json.loads((backup / "training_metadata.json").read_text())["epoch"] == 2
+    # --resume does not override a change of the model
+    assert _one_line_error(["train", *TINY, "--set", "model.latent_dim=3", "--resume",
+                            "--output", str(output)], capsys) == message
+    assert cli.main(["train", *TINY, "--set", "model.latent_dim=3", "--set", "train.epochs=1",
+                     "--restart", "--output", str(output)]) == 0
     assert "resuming" not in capsys.readouterr().out
+    assert runs.load_model(output).latent_shape == (3,)
+
+
+def test_resume_with_a_lower_learning_rate(tmp_path, capsys):
+    """The advice of the divergence message works: lower the rate, rerun with --resume."""
+    output = tmp_path / "run"
+    backup = _interrupted_run(output)
+    lower = ["--set", "train.learning_rate=0.0001", "--output", str(output)]
+    assert _one_line_error(["train", *TINY, *lower], capsys) == (
+        f"{backup.parent} holds a checkpoint after epoch 2 of a different recipe "
+        "(train.learning_rate 0.001 -> 0.0001); pass --resume to continue it with the new "
+        "values, or --restart to discard it")
+    assert cli.main(["train", *TINY, *lower, "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "continuing the checkpoint with changed training settings: train.learning_rate" in out
+    assert f"resuming {output} after epoch 2 from {backup}" in out
+    _assert_complete(output)
+    model = runs.load_model(output)
+    assert float(model.optimizer.learning_rate.numpy()) == pytest.approx(1e-4)
+    assert json.loads((output / "recipe.json").read_text())["train"]["learning_rate"] == 1e-4
+
+
+def test_a_damaged_checkpoint_falls_back_or_says_what_to_run(tmp_path, capsys):
+    output = tmp_path / "run"
+    backup = _interrupted_run(output)
+    good = (backup / "epoch-1.weights.h5").read_bytes()
+    data = (backup / "epoch-2.weights.h5").read_bytes()
+    (backup / "epoch-2.weights.h5").write_bytes(data[:3000])  # e.g. a power loss
+    (backup / "epoch-1.weights.h5").write_bytes(good[:100])
+    message = _one_line_error(["train", *TINY, "--output", str(output)], capsys)
+    assert message.startswith(f"{backup / 'epoch-2.weights.h5'} is damaged (checksum mismatch); "
+                              f"{backup / 'epoch-1.weights.h5'} is damaged (")
+    assert message.endswith("and no earlier checkpoint is kept; rerun with --restart to "
+                            "start afresh")
+    (backup / "epoch-1.weights.h5").write_bytes(good)
+    assert cli.main(["train", *TINY, "--output", str(output)]) == 0
+    out = capsys.readouterr().out
+    assert (f"checkpoint {backup / 'epoch-2.weights.h5'} is damaged (checksum mismatch); "
+            "resuming from the previous one (epoch 1)") in out
+    assert f"resuming {output} after epoch 1 from {backup}" in out
+    _assert_complete(output)
+
+
+def test_nan_weights_behind_a_finite_loss_stop_the_run_and_are_never_saved(tmp_path):
+    from vae_zoo import recipes
+
+    class PoisonKernel(keras.callbacks.Callback):  # ReLU hides it from the loss
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                kernel = self.model.encoder.trainable_variables[0]
+                kernel.assign(kernel * np.nan)
+
+    recipe = recipes.load("mnist_dense", ["model.hidden_units=[16]", "model.latent_dim=2",
+                                          "train.epochs=4", "evaluate.examples=50",
+                                          "train.jit_compile=false"])  # ReLU(NaN) = 0 here
+    output = tmp_path / "run"
+    with pytest.raises(runs.TrainingDiverged) as caught:
+        runs.train(recipe, output, verbose=0, callbacks=[PoisonKernel()])
+    backup = runs.staging_path(output) / "backup"
+    assert str(caught.value) == (
+        f"training diverged at epoch 3 (non-finite values in "
+        f"{caught.value.cause.split(' in ', 1)[1]}); last good checkpoint (epoch 2) kept at "
+        f"{backup}; lower train.learning_rate and rerun with --resume")
+    assert "/encoder/" in caught.value.cause
+    meta = json.loads((backup / "training_metadata.json").read_text())
+    assert meta["epoch"] == 2 and not output.exists()
+    model = runs.recipes_lib.build_model(recipe)
+    model.load_weights(backup / meta["weights"])
+    assert all(np.isfinite(v.numpy()).all() for v in model.weights)
+    best = keras.models.load_model(runs.staging_path(output) / "best.keras")
+    assert all(np.isfinite(v.numpy()).all() for v in best.weights)
+
+
+FINISH_POINTS = ["finish_backup_removed", "finish_mid_swap"]
+
+
+@pytest.mark.parametrize("point", FINISH_POINTS)
+def test_sigkill_while_finishing_then_rerun_completes(point, tmp_path):
+    """Every step of moving a finished run into place is completed by the same command
+    (here with --overwrite over an older run folder), without training again."""
+    output = tmp_path / "run"
+    output.mkdir()
+    (output / "old.txt").write_text("the older run")
+    command = [*_train_command(output)[3:], "--set", "train.epochs=1", "--overwrite"]
+    killed = subprocess.run([sys.executable, "-c", KILLER, point, *command],
+                            capture_output=True, text=True, env=_env(), timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    if point == "finish_mid_swap":
+        assert not output.exists() and runs._old_path(output).exists()
+    else:
+        assert (output / "old.txt").exists()
+    assert cli.main(["train", *command[1:]]) == 0
     _assert_complete(output, epochs=1)
+    assert not (output / "old.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no leftovers
 
 
 # ------------------------------------------------------------- tune and export input

@@ -1,6 +1,7 @@
 """`vae-zoo`: train, sample and evaluate from the command line.
 
     vae-zoo train [RECIPE] [--set section.key=value ...] [--output DIR] [--overwrite]
+                  [--resume | --restart] [--quiet]
                   [--strategy auto|one_device|mirrored|multi_worker]
     vae-zoo tune [RECIPE] [--set section.key=value ...] [--output DIR] [--overwrite] [--top N]
     vae-zoo sample RUN_OR_MODEL [-n 64] [--label K] [--seed 0] [--output PNG]
@@ -51,6 +52,12 @@ def _parser():
         "run folder (default runs/<recipe>-<timestamp>)", "replace an existing run folder",
     )
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    kept = train.add_mutually_exclusive_group()
+    kept.add_argument("--resume", action="store_true",
+                      help="continue a kept checkpoint although training-only keys changed "
+                           "(epochs, learning rate, annealing, evaluate, output)")
+    kept.add_argument("--restart", action="store_true",
+                      help="discard a kept checkpoint and start afresh")
     train.add_argument("--strategy", choices=STRATEGIES, default=None,
                        help="distribution strategy (sets train.strategy; default: the recipe's, auto)")
 
@@ -98,7 +105,8 @@ def _cmd_train(args):
     overrides = args.overrides + ([f"train.strategy={args.strategy}"] if args.strategy else [])
     recipe = recipes.load(args.recipe or recipes.DEFAULT_RECIPE, overrides)
     _print_strategy(recipe)
-    output = runs.train(recipe, args.output, overwrite=args.overwrite, verbose=0 if args.quiet else 1)
+    output = runs.train(recipe, args.output, overwrite=args.overwrite,
+                        verbose=0 if args.quiet else 1, resume=args.resume, restart=args.restart)
     if output is None:  # a multi-worker run's other workers
         print("worker done; the chief wrote the run folder")
         return

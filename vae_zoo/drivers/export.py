@@ -30,7 +30,7 @@ import tensorflow as tf
 from vae_zoo import plots
 from vae_zoo.drivers import signatures
 from vae_zoo.drivers.signatures import DEFAULT_SIGNATURE, likelihood_parameters  # noqa: F401
-from vae_zoo.training.checkpointing import fsync_folder, fsync_tree, pid_alive
+from vae_zoo.training.checkpointing import FileLock, fsync_folder, fsync_tree
 
 METADATA_PATH = Path("assets.extra") / "vae_zoo.json"
 STAGING_PREFIX = ".export-"
@@ -146,12 +146,20 @@ def sample_grid(export_dir, n, label=None, seed=0):
 # ---------------------------------------------------------------------- writing
 
 
+def _lock_of(staging) -> Path:
+    return staging.with_name(staging.name + ".lock")
+
+
 def _remove_stale_staging(base_dir):
-    """Delete staging folders left by exports whose process died (a hard crash)."""
-    for path in base_dir.glob(f"{STAGING_PREFIX}*"):
-        pid = path.name[len(STAGING_PREFIX):].split("-")[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
-            shutil.rmtree(path, ignore_errors=True)
+    """Delete staging folders left by exports whose process died (a hard crash).
+
+    Each export holds an OS lock on its staging folder's `.lock` file while it writes;
+    the kernel drops it when the process ends. A folder whose lock no one holds is
+    stale, whatever host or PID made it (on a shared filesystem a PID means nothing)."""
+    for lock in base_dir.glob(f"{STAGING_PREFIX}*.lock"):
+        if not FileLock.is_held(lock):
+            shutil.rmtree(lock.with_suffix(""), ignore_errors=True)
+            lock.unlink(missing_ok=True)
 
 
 def _publish(staging, base_dir, version):
@@ -206,6 +214,7 @@ def export_for_serving(model, base_dir, version=None, max_samples=DEFAULT_MAX_SA
     base_dir.mkdir(parents=True, exist_ok=True)
     _remove_stale_staging(base_dir)
     staging = base_dir / f"{STAGING_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    lock = FileLock(_lock_of(staging), f"export {staging}").acquire()
     try:
         with signatures.graph_assertions(model):
             archive, functions = signatures.archive(model, max_samples)
@@ -218,3 +227,5 @@ def export_for_serving(model, base_dir, version=None, max_samples=DEFAULT_MAX_SA
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    finally:
+        lock.release()

@@ -12,23 +12,35 @@ A run folder holds:
 - `metrics.json`: test ELBO, its terms, importance-weighted log-likelihood, bits/dim.
 
 The folder is written under a temporary name beside the target, `.<name>.partial`, and
-renamed into place when complete, so an interrupted run never leaves a half-written run
-folder, and an existing folder is never replaced unless `overwrite=True`.
+moved into place when complete, so an interrupted run never leaves a half-written run
+folder, and an existing folder is never replaced unless `overwrite=True`. One process
+at a time writes it: an OS lock on `.<name>.lock` (`checkpointing.FileLock`), which
+ends with its process however that ends.
 
-Resume: the staging name depends only on the target, and holds `backup/`, a
-`keras.callbacks.BackupAndRestore` checkpoint written atomically at the end of every
-epoch. Rerunning the same command after a crash or a kill continues from the last
-finished epoch (history.csv is cut back to the epochs the checkpoint holds, so no epoch
-is lost or counted twice); a rerun with a different recipe starts afresh. `best.keras`
-(lowest `val_loss` so far) is also kept, written atomically, and ends in the run folder.
+Resume: the staging name depends only on the target, and holds `backup/`, a verified
+checkpoint (`checkpointing.EpochCheckpoint`: model and optimizer variables, SHA-256 in
+its metadata, the previous checkpoint kept) written at the end of every epoch.
+Rerunning the same command after a crash or a kill continues from the last finished
+epoch (history.csv is cut back to the epochs the checkpoint holds, so no epoch is lost
+or counted twice); a damaged checkpoint falls back to the previous one. A rerun whose
+recipe differs stops with one line naming the changes: `resume=True` continues with
+changed training-only keys (`RESUMABLE_CHANGES`), `restart=True` discards the
+checkpoint. `best.keras` (lowest `val_loss` so far) is also kept, written atomically,
+and ends in the run folder. Finishing (results flushed and marked finished, then the
+move into place, swapping an old folder out last) is recoverable at every step: the
+same command completes it without training again.
 
-NaN safety: a batch whose loss is NaN or infinite stops training (`TrainingDiverged`, a
-`RuntimeError`), and the staging folder with the last good checkpoint is kept.
+NaN safety: a batch whose loss is NaN or infinite, or an epoch whose weights or
+optimizer slots are not finite, stops training at once (`TrainingDiverged`, a
+`RuntimeError`); nothing non-finite is checkpointed or saved, and the staging folder
+with the last good checkpoint is kept.
 
 Training runs under the strategy the recipe's `train.strategy` names
 (`vae_zoo.distribute`): the model and optimizer are built in its scope and batches hold
 `data.batch_size` examples per replica. With several workers only the chief writes the
-run folder; the others train in step with it and write to a temporary folder.
+run folder and its checkpoint; the others train in step with it, write to a temporary
+folder, and on a restart resume from the chief's checkpoint (the same `--output` on a
+filesystem the workers share).
 """
 
 from __future__ import annotations
@@ -49,8 +61,11 @@ from vae_zoo.data import first_examples
 from vae_zoo.drivers import recipes as recipes_lib
 from vae_zoo.training import distribute
 from vae_zoo.training.callbacks import CollapseDiagnostics, ImageGrids, StopOnNaN
-from vae_zoo.training.checkpointing import AtomicModelCheckpoint, pid_alive, write_json
-from vae_zoo.training.keras_internals import AtomicBackupAndRestore
+from vae_zoo.training.checkpointing import (  # noqa: F401 (TrainingDiverged: re-exported)
+    AtomicModelCheckpoint, DamagedCheckpoint, EpochCheckpoint, FileLock, TrainingDiverged, check_finite,
+    checkpoint_metadata, fsync_folder, fsync_tree, restore_checkpoint, write_json,
+    write_json_atomic,
+)
 
 RUNS_DIR = "runs"
 
@@ -145,8 +160,17 @@ def check_data(recipe, model, *arrays):
             )
 
 
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite during training."""
+# Keys a rerun may change and still continue the checkpoint (with --resume): they
+# change how training goes on, not what is being trained. Any other change needs
+# --restart.
+RESUMABLE_CHANGES = {
+    "train": ("epochs", "learning_rate", "jit_compile", "steps_per_execution"),
+    "annealing": None,  # None: every key of the section
+    "evaluate": None,
+    "output": None,
+    "tune": None,
+}
+FINISHED = ".finished"  # in a staging folder: its results are complete
 
 
 def staging_path(output) -> Path:
@@ -155,19 +179,74 @@ def staging_path(output) -> Path:
     return output.parent / f".{output.name}.partial"
 
 
-def _resume_state(staging, recipe):
-    """Epochs finished in `staging`'s checkpoint, or None when there is nothing to resume
-    (no checkpoint, or one of another recipe, which is then discarded)."""
-    meta = _checkpoint_metadata(staging)
-    recipe_file = staging / "recipe.json"
-    if not meta.is_file() or not recipe_file.is_file():
-        return None
+def _lock_path(output) -> Path:
+    output = Path(output)
+    return output.parent / f".{output.name}.lock"
+
+
+def _old_path(output) -> Path:
+    """Where `--overwrite` moves the old run folder while it swaps the new one in."""
+    output = Path(output)
+    return output.parent / f".{output.name}.old"
+
+
+def _backup(staging) -> Path:
+    return staging / "backup"
+
+
+def _has_checkpoint(staging) -> bool:
+    return checkpoint_metadata(_backup(staging)) is not None
+
+
+def _changed_keys(saved, recipe):
+    """`section.key` names whose values differ between two recipes, with both values."""
+    changed = []
+    for section in sorted(set(saved) | set(recipe)):
+        a, b = saved.get(section, {}), recipe.get(section, {})
+        if not isinstance(a, dict) or not isinstance(b, dict):
+            if a != b:
+                changed.append((section, a, b))
+            continue
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                changed.append((f"{section}.{key}", a.get(key), b.get(key)))
+    return changed
+
+
+def _resumable(name) -> bool:
+    section, _, key = name.partition(".")
+    if section not in RESUMABLE_CHANGES:
+        return False
+    keys = RESUMABLE_CHANGES[section]
+    return keys is None or key in keys
+
+
+def _resume_decision(staging, recipe, resume, restart):
+    """Whether to continue `staging`'s checkpoint: True, False (start afresh), or a
+    one-line `ValueError` when the recipe changed and neither flag says what to do.
+    Reads files only, so every worker of a cluster decides alike."""
+    if restart or not _has_checkpoint(staging):
+        return False
     try:
-        same = json.loads(recipe_file.read_text()) == json.loads(json.dumps(recipe))
-        epoch = int(json.loads(meta.read_text())["epoch"])
-    except (ValueError, KeyError, TypeError):
-        return None
-    return epoch if same else None
+        saved = json.loads((staging / "recipe.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False  # a checkpoint without its recipe cannot be trusted
+    changed = _changed_keys(saved, json.loads(json.dumps(recipe)))
+    if not changed:
+        return True
+    epoch = checkpoint_metadata(_backup(staging))["epoch"]
+    listed = ", ".join(f"{name} {old!r} -> {new!r}" for name, old, new in changed[:4])
+    listed += f" and {len(changed) - 4} more" if len(changed) > 4 else ""
+    fixed = [name for name, _, _ in changed if not _resumable(name)]
+    if not fixed and resume:
+        print(f"continuing the checkpoint with changed training settings: {listed}", flush=True)
+        return True
+    advice = ("pass --resume to continue it with the new values, or --restart to discard it"
+              if not fixed else
+              f"{', '.join(fixed)} cannot change in a resumed run; pass --restart to discard "
+              "it, or use another --output")
+    raise ValueError(f"{staging} holds a checkpoint after epoch {epoch} of a different recipe "
+                     f"({listed}); {advice}")
 
 
 def _cut_history(path, epochs):
@@ -189,63 +268,91 @@ def _cut_history(path, epochs):
     return min(finite) if finite else None
 
 
-def _claim(staging):
-    """Mark `staging` as ours; refuse one a live process is writing."""
-    owner = staging / "owner.pid"
-    if owner.is_file():
-        pid = owner.read_text().strip()
-        if pid.isdigit() and int(pid) != os.getpid() and pid_alive(int(pid)):
-            raise FileExistsError(f"run folder {staging} is being written by process {pid}")
-    owner.write_text(str(os.getpid()))
+def _finish_interrupted(output, overwrite) -> bool:
+    """Complete the finishing of a run a crash interrupted; True when `output` now
+    holds that finished run (nothing to train). Every step of `_publish` leaves a state
+    this recognizes, so rerunning the same command always ends with one run folder
+    and no leftovers."""
+    staging, old = staging_path(output), _old_path(output)
+    finished = (staging / FINISHED).is_file()
+    if old.exists():
+        if output.exists():  # the swap was done; only the old copy is left
+            shutil.rmtree(old)
+        elif finished:  # killed between moving the old folder aside and the new one in
+            _rename(staging, output)
+            shutil.rmtree(old)
+            (output / FINISHED).unlink(missing_ok=True)
+            print(f"finished {output} (its results were complete; the old folder is removed)")
+            return True
+        else:  # cannot happen with _publish's order; never lose the old folder
+            _rename(old, output)
+    if not finished:
+        return False
+    if output.exists() and not overwrite:
+        raise FileExistsError(f"run folder {output} already exists and {staging} holds a "
+                              "finished run (use --overwrite to replace it)")
+    _publish(staging, output)
+    print(f"finished {output} (its results were complete in {staging})")
+    return True
 
 
-def _checkpoint_metadata(staging) -> Path:
-    return staging / "backup" / AtomicBackupAndRestore.METADATA
+def _rename(source, target):
+    os.rename(source, target)
+    fsync_folder(Path(target).parent)
 
 
-def _has_checkpoint(staging) -> bool:
-    return _checkpoint_metadata(staging).is_file()
+def _publish(staging, output):
+    """Move the finished staging folder into place (swapping an old one out last).
+
+    The results are flushed and marked finished first, so from then on a rerun of the
+    same command completes these steps instead of training again."""
+    fsync_tree(staging)
+    write_json_atomic(staging / FINISHED, {"finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    shutil.rmtree(_backup(staging), ignore_errors=True)
+    if output.exists():  # overwrite=True: swap the old folder out only now
+        old = _old_path(output)
+        _rename(output, old)
+        _rename(staging, output)
+        shutil.rmtree(old)
+    else:
+        _rename(staging, output)
+    (output / FINISHED).unlink(missing_ok=True)
 
 
-def _open_staging(output, overwrite, chief, recipe):
-    """(staging folder, epochs to resume from or None). The chief stages beside the
-    run folder (resuming a checkpoint of the same recipe); other workers write to a
-    temporary folder."""
-    if not chief:  # another worker: the same training, its files thrown away
-        return Path(tempfile.mkdtemp(prefix="vae_zoo-worker-")), None
+def _open_staging(output, overwrite, chief, recipe, resume, restart):
+    """(folder this process writes, checkpoint folder to resume from or None).
+
+    The chief stages beside the run folder; other workers write their files to a
+    temporary folder and resume from the chief's checkpoint (the same decision, from
+    the same files)."""
     if output.exists() and not overwrite:
         raise FileExistsError(f"run folder {output} already exists (use --overwrite to replace it)")
-    output.parent.mkdir(parents=True, exist_ok=True)
     staging = staging_path(output)
-    resume_from = None
-    if staging.is_dir():
-        _claim(staging)
-        resume_from = _resume_state(staging, recipe)
-        if resume_from is None:
-            shutil.rmtree(staging)
+    resume_from = _backup(staging) if _resume_decision(staging, recipe, resume, restart) else None
+    if not chief:  # another worker: the same training, its files thrown away
+        return Path(tempfile.mkdtemp(prefix="vae_zoo-worker-")), resume_from
+    if staging.is_dir() and resume_from is None:
+        shutil.rmtree(staging)
     staging.mkdir(exist_ok=True)
-    _claim(staging)
     return staging, resume_from
 
 
-def _fit_callbacks(recipe, model, staging, x_test, y_test, resume_from, resumable, guard):
-    """The recipe's callbacks in order. The CSV row of an epoch is written before its
-    checkpoint, so a resumed run cuts history.csv back to the checkpoint and loses no
-    row."""
+def _fit_callbacks(recipe, model, staging, x_test, y_test, resumed_epoch, chief):
+    """The recipe's callbacks in order: the divergence guard first (nothing after it
+    runs on a diverged batch or epoch); the CSV row of an epoch before its checkpoint,
+    so a resumed run cuts history.csv back to the checkpoint and loses no row."""
     best = None
-    if resume_from is not None:
-        best = _cut_history(staging / "history.csv", resume_from)
-    chosen = [guard] + _monitoring_callbacks(recipe, model, x_test, y_test, staging) + [
-        keras.callbacks.CSVLogger(str(staging / "history.csv"), append=resume_from is not None),
+    if resumed_epoch:
+        best = _cut_history(staging / "history.csv", resumed_epoch)
+    chosen = [StopOnNaN()] + _monitoring_callbacks(recipe, model, x_test, y_test, staging) + [
+        keras.callbacks.CSVLogger(str(staging / "history.csv"), append=bool(resumed_epoch)),
         keras.callbacks.TensorBoard(log_dir=str(staging / "logs")),
     ]
-    if resumable:
-        chosen += [
-            AtomicModelCheckpoint(staging / "best.keras", monitor="val_loss", save_best_only=True,
-                                  initial_value_threshold=best),
-            AtomicBackupAndRestore(str(staging / "backup"), guard=guard, delete_checkpoint=False),
-        ]
-    return chosen
+    if chief:
+        chosen.append(AtomicModelCheckpoint(staging / "best.keras", monitor="val_loss",
+                                            save_best_only=True, initial_value_threshold=best))
+    # every worker saves; only the chief's staging folder is kept
+    return chosen + [EpochCheckpoint(_backup(staging))]
 
 
 def _write_results(recipe, model, staging, x_test, labels, y_test):
@@ -269,25 +376,36 @@ def _write_results(recipe, model, staging, x_test, labels, y_test):
         plots.save_latent_scatter(means, labels, staging / "latents.png")
 
 
-def _publish(staging, output):
-    """Rename the finished staging folder into place (swapping an old one out last)."""
-    shutil.rmtree(staging / "backup", ignore_errors=True)
-    (staging / "owner.pid").unlink(missing_ok=True)
-    if output.exists():  # overwrite=True: swap the old folder out only now
-        old = output.parent / f".{output.name}.old-{os.getpid()}"
-        output.rename(old)
-        staging.rename(output)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        staging.rename(output)
+def _restore(model, strategy, checkpoint, recipe):
+    """Load the checkpoint into `model` (in the strategy's scope, so optimizer slots are
+    distributed like the model); the epoch it holds. The recipe's learning rate wins
+    over the checkpoint's (it may have been changed with --resume)."""
+    try:
+        with strategy.scope():
+            epoch = restore_checkpoint(model, checkpoint, log=lambda line: print(line, flush=True))
+    except DamagedCheckpoint as error:
+        raise DamagedCheckpoint(f"{error}; rerun with --restart to start afresh") from None
+    rate = model.optimizer.learning_rate
+    if isinstance(rate, keras.Variable):
+        rate.assign(recipe["train"]["learning_rate"])
+    return epoch
 
 
-def train(recipe, output=None, overwrite=False, verbose=1, callbacks=()) -> Path | None:
+def _diverged_message(error, staging, chief):
+    kept = (f"last good checkpoint (epoch {checkpoint_metadata(_backup(staging))['epoch']}) "
+            f"kept at {_backup(staging)}; lower train.learning_rate and rerun with --resume"
+            if chief and _has_checkpoint(staging) else "no epoch finished, nothing kept")
+    return f"{error}; {kept}"
+
+
+def train(recipe, output=None, overwrite=False, verbose=1, callbacks=(), resume=False,
+          restart=False) -> Path | None:
     """Train the model a validated recipe describes and write its run folder.
 
     One pass: datasets, then the model (its β schedule from [annealing]) in the
-    strategy's scope, checks of the data, `fit` with the recipe's callbacks, the
-    evaluation and pictures, and the rename into place.
+    strategy's scope, checks of the data, the checkpoint restored if one is kept,
+    `fit` with the recipe's callbacks, the evaluation and pictures, and the move into
+    place.
 
     Args:
         recipe: a dict from `vae_zoo.recipes.load`.
@@ -295,79 +413,96 @@ def train(recipe, output=None, overwrite=False, verbose=1, callbacks=()) -> Path
         overwrite: replace an existing folder at `output`.
         verbose: Keras `fit` verbosity (1 = progress bar).
         callbacks: extra Keras callbacks for `fit`, after the recipe's own.
+        resume: continue a kept checkpoint even though training-only keys
+            (`RESUMABLE_CHANGES`: epochs, learning rate, annealing, ...) changed.
+        restart: discard a kept checkpoint and start afresh.
 
     Returns:
         The run folder's path; None on the non-chief workers of a multi-worker run,
         which write no run folder.
+
+    Raises:
+        TrainingDiverged: the loss, or a weight or optimizer slot, became non-finite;
+            the last good checkpoint is kept, and rerunning resumes from it.
     """
-    extra_callbacks = list(callbacks)
     strategy = distribute.strategy_for(recipe["train"]["strategy"])
     chief = distribute.is_chief(strategy)
     output = Path(output) if output else default_output(recipe)
-    staging, resume_from = _open_staging(output, overwrite, chief, recipe)
-    # No checkpoints under MultiWorkerMirroredStrategy: Keras 3's BackupAndRestore has no
-    # notion of workers (each would write, and restore on its own; workers resuming from
-    # different epochs never pair their all-reduces). See README, "Faults and bad input".
-    resumable = chief and not distribute.is_multi_worker(strategy)
-    guard = StopOnNaN()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(_lock_path(output), f"run folder {staging_path(output)}")
+    if chief:
+        lock.acquire()
+    staging = None
     try:
-        keras.utils.set_random_seed(recipe["train"]["seed"])
-        train_ds, test_ds = recipes_lib.build_datasets(
-            recipe, replicas=distribute.num_replicas(strategy)
-        )
-        steps = recipes_lib.steps_per_epoch(train_ds)
-        if steps is None and recipe["annealing"]["schedule"] != "none":
-            raise ValueError(f"annealing.schedule = {recipe['annealing']['schedule']!r} needs "
-                             f"the number of batches per epoch, which dataset "
-                             f"{recipe['data']['dataset']!r} does not declare")
-        with strategy.scope():
-            model = recipes_lib.build_model(recipe, steps)
-            recipes_lib.compile_model(model, recipe)
-        distribute.prepare_model(model, strategy)
-        write_json(staging / "recipe.json", recipe)
-        x_test, labels = first_examples(test_ds, recipe["evaluate"]["examples"])
-        y_test = labels if model.conditional else None  # what the model is conditioned on
-        # the test split goes through the same pipeline (binarized whenever training data
-        # are), so it shows a mismatch with the likelihood without touching train_ds
-        check_data(recipe, model, x_test)
-        # (not by iterating train_ds: an extra pass would move its shuffle order)
-        if int(train_ds.cardinality()) == 0:
-            raise ValueError(f"dataset {recipe['data']['dataset']!r} split "
-                             f"{recipe['data']['train_split']!r} gave no training examples")
-        if y_test is not None:
-            check_labels(recipe, model, y_test)
-        if resume_from is not None:
-            print(f"resuming {output} after epoch {resume_from} from {staging / 'backup'}",
-                  flush=True)
-        model.fit(
-            distribute.shard(train_ds),
-            validation_data=distribute.shard(model_inputs(test_ds, model)),
-            epochs=recipe["train"]["epochs"],
-            callbacks=_fit_callbacks(recipe, model, staging, x_test, y_test, resume_from,
-                                     resumable, guard) + extra_callbacks,
-            verbose=verbose,
-            shuffle=False,  # the dataset reshuffles itself every epoch
-        )
-        if guard.diverged is not None:
-            epoch, batch, loss = guard.diverged
-            kept = (f"last good checkpoint kept at {staging / 'backup'}"
-                    if _has_checkpoint(staging) else "no epoch finished, nothing kept")
-            raise TrainingDiverged(
-                f"training diverged at epoch {epoch + 1}, batch {batch + 1} (loss is {loss}); "
-                f"{kept}; lower train.learning_rate and rerun"
-            )
-        model.save(staging / "model.keras")  # on every worker, as tf.distribute asks
+        if chief and _finish_interrupted(output, overwrite):
+            return output
+        staging, checkpoint = _open_staging(output, overwrite, chief, recipe, resume, restart)
+        _train_in(recipe, strategy, chief, staging, checkpoint, output, verbose, callbacks)
         if not chief:
-            shutil.rmtree(staging, ignore_errors=True)
             return None
-        _write_results(recipe, model, staging, x_test, labels, y_test)
+        _publish(staging, output)
+    except TrainingDiverged as error:
+        _clean_up(staging, chief)
+        raise TrainingDiverged(error.epoch, error.batch, error.cause,
+                               _diverged_message(error, staging, chief)) from None
     except BaseException:
-        if not (resumable and _has_checkpoint(staging)):
-            shutil.rmtree(staging, ignore_errors=True)
-        # else: keep the last good checkpoint; rerunning the command resumes from it
+        _clean_up(staging, chief)
         raise
-    _publish(staging, output)
+    finally:
+        lock.release()
     return output
+
+
+def _clean_up(staging, chief):
+    """After a failure: keep a chief's staging folder that holds a checkpoint (a rerun
+    resumes from it); remove anything else this process staged."""
+    if staging is not None and not (chief and _has_checkpoint(staging)):
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _train_in(recipe, strategy, chief, staging, checkpoint, output, verbose, callbacks):
+    """Build, check, restore and fit the model in `staging`, then write its results."""
+    keras.utils.set_random_seed(recipe["train"]["seed"])
+    train_ds, test_ds = recipes_lib.build_datasets(recipe, replicas=distribute.num_replicas(strategy))
+    steps = recipes_lib.steps_per_epoch(train_ds)
+    if steps is None and recipe["annealing"]["schedule"] != "none":
+        raise ValueError(f"annealing.schedule = {recipe['annealing']['schedule']!r} needs "
+                         f"the number of batches per epoch, which dataset "
+                         f"{recipe['data']['dataset']!r} does not declare")
+    with strategy.scope():
+        model = recipes_lib.build_model(recipe, steps)
+        recipes_lib.compile_model(model, recipe)
+    distribute.prepare_model(model, strategy)
+    x_test, labels = first_examples(test_ds, recipe["evaluate"]["examples"])
+    y_test = labels if model.conditional else None  # what the model is conditioned on
+    # the test split goes through the same pipeline (binarized whenever training data
+    # are), so it shows a mismatch with the likelihood without touching train_ds
+    check_data(recipe, model, x_test)
+    # (not by iterating train_ds: an extra pass would move its shuffle order)
+    if int(train_ds.cardinality()) == 0:
+        raise ValueError(f"dataset {recipe['data']['dataset']!r} split "
+                         f"{recipe['data']['train_split']!r} gave no training examples")
+    if y_test is not None:
+        check_labels(recipe, model, y_test)
+    epoch = 0
+    if checkpoint is not None:
+        epoch = _restore(model, strategy, checkpoint, recipe) or 0
+        print(f"resuming {output} after epoch {epoch} from {checkpoint}", flush=True)
+    write_json(staging / "recipe.json", recipe)
+    model.fit(
+        distribute.shard(train_ds),
+        validation_data=distribute.shard(model_inputs(test_ds, model)),
+        epochs=recipe["train"]["epochs"],
+        initial_epoch=epoch,
+        callbacks=_fit_callbacks(recipe, model, staging, x_test, y_test, epoch, chief)
+        + list(callbacks),
+        verbose=verbose,
+        shuffle=False,  # the dataset reshuffles itself every epoch
+    )
+    check_finite(model, recipe["train"]["epochs"])
+    model.save(staging / "model.keras")  # on every worker, as tf.distribute asks
+    if chief:
+        _write_results(recipe, model, staging, x_test, labels, y_test)
 
 
 def resolve_model_path(path) -> Path:

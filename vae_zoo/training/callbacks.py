@@ -9,7 +9,8 @@
   epoch, as PNG files and to TensorBoard.
 - `IWLogLikelihood` adds the importance-weighted log-likelihood of held-out data to
   the epoch logs (an objective for keras-tuner).
-- `StopOnNaN` stops training at a non-finite loss and remembers where.
+- `StopOnNaN` stops training at the first non-finite loss or weight, raising
+  `TrainingDiverged`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import tensorflow as tf
 
 from vae_zoo import evaluate, plots
 from vae_zoo.schedules import SCHEDULES, BetaSchedule, check_options  # noqa: F401
+from vae_zoo.training.checkpointing import TrainingDiverged, check_finite
 
 
 class KLAnnealing(keras.callbacks.Callback):
@@ -321,11 +323,19 @@ class IWLogLikelihood(keras.callbacks.Callback):
 
 
 class StopOnNaN(keras.callbacks.Callback):
-    """`TerminateOnNaN` that remembers where: `diverged` = (epoch, batch, loss) or None."""
+    """Stops `fit` the moment training diverges, raising `TrainingDiverged`.
+
+    At the first batch hook whose loss is NaN or infinite (with `steps_per_execution`
+    N, hooks come every N steps), and at the end of every epoch whose weights or
+    optimizer slots are not all finite (ReLU can hide NaN weights from the loss). The
+    error is raised at once: no validation runs for that epoch and no callback after
+    this one sees the batch or epoch, so put it first and no later checkpoint,
+    diagnostic or picture is made from diverged weights. The exception's `epoch` and
+    `batch` are 1-based, as the progress bar counts.
+    """
 
     def __init__(self):
         super().__init__()
-        self.diverged = None
         self._epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -334,5 +344,7 @@ class StopOnNaN(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not np.isfinite(float(loss)):
-            self.diverged = (self._epoch, batch, float(loss))
-            self.model.stop_training = True
+            raise TrainingDiverged(self._epoch + 1, batch + 1, f"loss is {float(loss)}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        check_finite(self.model, epoch + 1)
