@@ -1,5 +1,8 @@
 """Recipes: every packaged recipe validates and builds; every mistake is one clear error."""
 
+import re
+from pathlib import Path
+
 import pytest
 
 from vae_zoo import recipes
@@ -58,6 +61,87 @@ def test_defaults_filled_and_overrides_parsed():
 def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(RecipeError, match=message):
         recipes.load("mnist_dense", [override])
+
+
+@pytest.mark.parametrize(
+    "recipe, override, message",
+    [
+        ("mnist_dense", "train.seed=-1", "train.seed must be >= 0, got -1"),
+        ("mnist_dense", "data.seed=-1", "data.seed must be >= 0, got -1"),
+        ("mnist_dense", "tune.seed=-1", "tune.seed must be >= 0, got -1"),
+        ("mnist_dense", "train.seed=4294967296", "train.seed must be <= 4294967295, got 4294967296"),
+        ("mnist_dense", "annealing.ratio=1.5", "annealing.ratio must be <= 1, got 1.5"),
+        ("mnist_dense", "model.hidden_units=[64, -5]", "model.hidden_units[1] must be >= 1, got -5"),
+        ("mnist_conv", "model.strides=[2, 0, 2]", "model.strides[1] must be >= 1, got 0"),
+        ("mnist_dense", "model.num_samples=0", "model.num_samples must be >= 1, got 0"),
+        ("mnist_discrete", "model.num_categories=1", "model.num_categories must be >= 2, got 1"),
+        ("mnist_dense", "model.hidden_units=[256,128",
+         "override 'model.hidden_units=[256,128': '[256,128' is not a valid TOML value "
+         "(Unclosed array)"),
+        ("mnist_dense", "model.likelihood={name = 'gaussian'",
+         "override \"model.likelihood={name = 'gaussian'\": \"{name = 'gaussian'\" is not a "
+         "valid TOML value (Unclosed inline table)"),
+    ],
+)
+def test_out_of_range_values_are_refused_at_validation(recipe, override, message):
+    """Values that passed validation and failed later (or never) without naming the key."""
+    with pytest.raises(RecipeError, match=f"^{re.escape(message)}$"):
+        recipes.load(recipe, [override])
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["annealing.schedule=linear", "annealing.beta_min=5"],
+         "annealing.beta_min = 5 must be <= model.beta = 1.0 (β anneals up from beta_min)"),
+        (["annealing.schedule=cyclical", "model.beta=0.5", "annealing.beta_min=0.75"],
+         "annealing.beta_min = 0.75 must be <= model.beta = 0.5 (β anneals up from beta_min)"),
+        (["annealing.schedule=sigmoid", "annealing.beta_max=2", "annealing.beta_min=3"],
+         "annealing.beta_min = 3 must be <= annealing.beta_max = 2 (β anneals up from beta_min)"),
+        (["annealing.schedule=linear", "annealing.beta_min=1", "tune.beta=[0.5, 2.0]"],
+         "annealing.beta_min = 1 must be <= the lowest tune.beta, 0.5 (β anneals up from beta_min)"),
+    ],
+)
+def test_annealing_never_falls(overrides, message):
+    with pytest.raises(RecipeError, match=f"^{re.escape(message)}$"):
+        recipes.load("mnist_dense", overrides)
+
+
+def test_annealing_from_beta_min_up_to_beta():
+    from vae_zoo.schedules import BetaSchedule
+
+    recipe = recipes.load("mnist_dense", ["annealing.schedule=linear", "annealing.beta_min=1",
+                                          "annealing.warmup_epochs=1"])
+    assert recipes.build_beta(recipe, steps_per_epoch=4)(0) == 1.0  # = model.beta: constant
+    recipes.load("mnist_dense", ["annealing.schedule=none", "annealing.beta_min=5"])  # unused
+    with pytest.raises(ValueError, match=r"^need 0 <= beta_min <= beta_max, got 5, 1$"):
+        BetaSchedule("linear", beta_min=5, beta_max=1)
+
+
+def test_recipe_arguments_are_packaged_names_or_toml_paths(tmp_path, monkeypatch):
+    from vae_zoo import runs
+
+    monkeypatch.chdir(tmp_path)
+    Path("evil.toml").write_text("[model]\nfamily = 'dense'\nlatent_dim = 2\n")
+    for argument in ("../../somewhere/evil", "./evil", str(tmp_path / "evil")):
+        with pytest.raises(RecipeError, match=(
+                f"^recipe {re.escape(argument)} is not a packaged recipe name; a path must "
+                "name a .toml file$")):
+            recipes.load(argument)
+    with pytest.raises(RecipeError, match="^recipe not found: 'evil' .*mnist_dense"):
+        recipes.load("evil")  # a file of that name in the current folder is no recipe
+    for argument in ("evil.toml", "./evil.toml", tmp_path / "evil.toml"):
+        recipe = recipes.load(argument)
+        assert recipe["name"] == "evil"
+        assert runs.default_output(recipe).parent == Path(runs.RUNS_DIR)
+
+
+def test_a_recipe_file_that_is_not_utf8(tmp_path):
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes("# café\n[model]\nfamily = 'dense'\nlatent_dim = 2\n".encode("latin-1"))
+    message = f"recipe {latin} is not UTF-8 text (byte 5: invalid continuation byte)"
+    with pytest.raises(RecipeError, match=f"^{re.escape(message)}$"):
+        recipes.load(latin)
 
 
 def test_bad_files(tmp_path):

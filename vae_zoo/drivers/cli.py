@@ -9,8 +9,10 @@
     vae-zoo export RUN_OR_MODEL --name NAME [--version N] [--root saved_models]
     vae-zoo recipes
 
-Bad input (unknown recipe key, wrong type, missing file, corrupt model) prints one
-line `vae-zoo: error: ...` and exits with status 2.
+Bad input (unknown recipe key, wrong type, missing file, corrupt model, a Keras model
+that is not a vae_zoo VAE) and the machine's faults (an unwritable or full folder) print
+one line `vae-zoo: error: ...` and exit with status 2; `VAE_ZOO_DEBUG=1` shows the
+traceback instead.
 """
 
 from __future__ import annotations
@@ -144,8 +146,21 @@ def _cmd_sample(args):
     images, columns = runs.sample_grid(model, args.num, label=args.label, seed=args.seed)
     tag = "" if args.label is None else f"label{args.label}-"
     output = Path(args.output) if args.output else path.parent / f"samples-{tag}{args.seed}.png"
-    plots.save_grid(images, output, columns)
+    _write_replacing(output, lambda partial: plots.save_grid(images, partial, columns))
     print(f"wrote {output}")
+
+
+def _write_replacing(path, write):
+    """Write `path` by `write(partial)` of a temporary file beside it renamed into place:
+    a failed write (a full disk) leaves the file that was there as it was."""
+    path = Path(path)
+    partial = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
+    try:
+        write(partial)
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 def _eval_data(model_path, model, examples, seed):
@@ -191,7 +206,8 @@ def _cmd_evaluate(args):
         shown = f"{value:.4f}" if isinstance(value, float) else value
         print(f"{key:<{width}}  {shown}")
     output = Path(args.output) if args.output else path.parent / "evaluation.json"
-    output.write_text(json.dumps(result, indent=2) + "\n")
+    text = json.dumps(result, indent=2) + "\n"
+    _write_replacing(output, lambda partial: partial.write_text(text))
     print(f"wrote {output}")
 
 
@@ -203,7 +219,7 @@ def _sample_export(args, folder):
     tag = "" if args.label is None else f"label{args.label}-"
     default = f"samples-{folder.parent.name}-{folder.name}-{tag}{args.seed}.png"
     output = Path(args.output) if args.output else Path(default)  # not inside the export
-    plots.save_grid(images, output, columns)
+    _write_replacing(output, lambda partial: plots.save_grid(images, partial, columns))
     print(f"wrote {output}")
 
 
@@ -212,6 +228,9 @@ def _cmd_export(args):
 
     if not args.name or Path(args.name).name != args.name or args.name in (".", ".."):
         raise ValueError(f"--name must be a plain folder name, got {args.name!r}")
+    root = Path(args.root)
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(f"--root {root} is not a folder")
     model = runs.load_model(args.model)
     target = export.export_for_serving(model, Path(args.root) / args.name, version=args.version)
     print(f"exported {target}")
@@ -271,6 +290,31 @@ COMMANDS = {"train": _cmd_train, "sample": _cmd_sample, "evaluate": _cmd_evaluat
             "recipes": _cmd_recipes, "export": _cmd_export, "tune": _cmd_tune}
 
 
+def _faults() -> tuple:
+    """The exceptions that are bad input or the machine's state (a missing, unwritable or
+    full folder), not a bug: each becomes one line (`_one_line`)."""
+    import tensorflow as tf
+
+    return (ValueError, OSError, RuntimeError, tf.errors.ResourceExhaustedError,
+            tf.errors.PermissionDeniedError)
+
+
+def _one_line(error) -> str:
+    """A fault's message on one line. An error of the operating system says what and
+    where: "permission denied: PATH", "no space left on device: PATH"."""
+    import tensorflow as tf
+
+    if isinstance(error, OSError) and error.errno is not None and error.strerror:
+        names = [str(n) for n in (error.filename, error.filename2) if n is not None]
+        message = error.strerror[:1].lower() + error.strerror[1:]
+        message += f": {' -> '.join(names)}" if names else ""
+    elif isinstance(error, tf.errors.OpError):
+        message = error.message
+    else:
+        message = str(error)
+    return " ".join(message.split()) or type(error).__name__
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     # Under TF_CONFIG the MultiWorkerMirroredStrategy must exist before the devices
@@ -278,11 +322,10 @@ def main(argv=None) -> int:
     import_tensorflow(init_devices=not os.environ.get("TF_CONFIG"))
     try:
         COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as error:
+    except _faults() as error:
         if os.environ.get("VAE_ZOO_DEBUG"):
             raise
-        message = " ".join(str(error).split()) or type(error).__name__
-        print(f"vae-zoo: error: {message}", file=sys.stderr)
+        print(f"vae-zoo: error: {_one_line(error)}", file=sys.stderr)
         return EXIT_USAGE
     return 0
 

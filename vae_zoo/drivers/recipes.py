@@ -21,15 +21,19 @@ out-of-range values raise `RecipeError` with one line naming the key.
               table {min, max, sampling, step} (see `vae_zoo.tuning`)
 ```
 
-Recipes are found by path or by name among the packaged ones (`recipes/` in the
-repository, installed as `vae_zoo.recipe_files`). `--set section.key=value` overrides are
-parsed as TOML values (bare words are strings).
+Recipes are found by name among the packaged ones (`recipes/` in the repository,
+installed as `vae_zoo.recipe_files`), or by the path of a .toml file: an argument with a
+path separator or ending in .toml is a path, any other a packaged recipe's name.
+`--set section.key=value` overrides are parsed as TOML values (bare words are strings; a
+value opening an array, a table or a quoted string must be valid TOML).
 """
 
 from __future__ import annotations
 
 import copy
 import importlib.resources
+import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -43,7 +47,10 @@ from vae_zoo.drivers.schema import (  # noqa: F401  (the schema's names, public 
     TUNERS,
     Field,
     SPEC_ARGS,
+    SIZE_LIST_ARGS,
     RecipeError,
+    check_annealing,
+    check_sizes,
     check_spec,
     check_tune,
     check_value,
@@ -65,20 +72,43 @@ def available() -> list[str]:
 
 
 def _read(name_or_path) -> tuple[str, str]:
-    """(recipe name, TOML text) for a path or a packaged recipe name."""
-    path = Path(name_or_path)
-    if path.suffix == ".toml" or path.exists():
+    """(recipe name, TOML text) for a path or a packaged recipe name.
+
+    An argument with a path separator (or ending in .toml) is a path, and must name a
+    .toml file; any other is a packaged recipe's name. The name is a single file name
+    either way (the file's stem), so a run folder named after it stays where it belongs.
+    """
+    text = str(name_or_path)
+    separators = {"/", os.sep, os.altsep} - {None}
+    if isinstance(name_or_path, os.PathLike) or text.endswith(".toml") or any(
+        sep in text for sep in separators
+    ):
+        path = Path(name_or_path)
+        if path.suffix != ".toml":
+            raise RecipeError(f"recipe {text} is not a packaged recipe name; a path must name "
+                              "a .toml file")
         if not path.is_file():
             raise RecipeError(f"recipe file not found: {path}")
-        return path.stem, path.read_text(encoding="utf-8")
-    resource = importlib.resources.files("vae_zoo.recipe_files").joinpath(f"{name_or_path}.toml")
-    if not resource.is_file():
+        return path.stem, _decode(path.read_bytes(), path)
+    if text not in available():
         raise RecipeError(
-            f"recipe not found: {name_or_path!r} (not a file; packaged recipes: "
-            + ", ".join(available())
-            + ")"
+            f"recipe not found: {text!r} (packaged recipes: " + ", ".join(available())
+            + "; or give the path of a .toml file)"
         )
-    return str(name_or_path), resource.read_text(encoding="utf-8")
+    resource = importlib.resources.files("vae_zoo.recipe_files").joinpath(f"{text}.toml")
+    return text, _decode(resource.read_bytes(), text)
+
+
+def _decode(data: bytes, where) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise RecipeError(f"recipe {where} is not UTF-8 text (byte {error.start}: "
+                          f"{error.reason})") from None
+
+
+# How a TOML array, inline table or string begins: a value beginning so is TOML or wrong.
+_TOML_OPENERS = ("[", "{", '"', "'")
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:
@@ -89,8 +119,13 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     section, key = path.strip().split(".", 1)
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw.strip()
+    except tomllib.TOMLDecodeError as error:
+        if raw.strip()[:1] in _TOML_OPENERS:  # meant as an array, table or quoted string
+            reason = re.sub(r" \(at (line \d+, column \d+|end of document)\)$", "", str(error))
+            raise RecipeError(
+                f"override {text!r}: {raw.strip()!r} is not a valid TOML value ({reason})"
+            ) from None
+        value = raw.strip()  # a bare word: a string
     return section, key.strip(), value
 
 
@@ -171,10 +206,13 @@ def validate(raw: dict) -> dict:
         value = check_value(where, model[key], field)
         if key in SPEC_ARGS:
             check_spec(where, value, SPEC_ARGS[key])
+        if key in SIZE_LIST_ARGS:
+            check_sizes(where, value)
         checked[key] = value
     recipe["model"] = checked
     _require_labels(recipe)
     check_tune(recipe, fields)
+    check_annealing(recipe, model_value(recipe, "beta"))
     return recipe
 
 

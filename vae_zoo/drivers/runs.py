@@ -521,7 +521,12 @@ def load_model(path):
     if not zipfile.is_zipfile(path):
         raise ValueError(f"cannot load model {path}: not a .keras archive (corrupt or another format)")
     try:
-        return keras.models.load_model(path)
+        model = keras.models.load_model(path)
     except Exception as error:  # corrupt zip, wrong format, unknown class, ...
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(f"cannot load model {path}: {first}") from None
+    from vae_zoo.models import VAE
+
+    if not isinstance(model, VAE):  # a Keras model of another kind: no VAE methods
+        raise ValueError(f"{path} holds a {type(model).__name__} model, not a vae_zoo VAE")
+    return model

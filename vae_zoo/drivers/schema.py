@@ -27,6 +27,7 @@ class Field:
     choices: tuple | None = None
     minimum: float | None = None
     exclusive_minimum: bool = False
+    maximum: float | None = None
     nullable: bool = False
 
 
@@ -55,6 +56,8 @@ def _strategies():
 
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+# Seeds: what NumPy's and Keras's seeding accepts.
+SEED_MAX = 2**32 - 1
 TUNERS = ("random", "bayesian", "hyperband")
 TUNE_OBJECTIVES = ("elbo", "log_likelihood")
 
@@ -80,13 +83,13 @@ SCHEMA = {
         "test_split": Field((str,), "test"),
         "image_size": Field((int,), None, minimum=1, nullable=True),
         "data_dir": Field((str,), None, nullable=True),
-        "seed": Field((int,), 0),
+        "seed": Field((int,), 0, minimum=0, maximum=SEED_MAX),
     },
     "train": {
         "epochs": Field((int,), 30, minimum=1),
         "optimizer": Field((str,), "adam", choices=OPTIMIZERS),
         "learning_rate": Field((float, int), 1e-3, minimum=0, exclusive_minimum=True),
-        "seed": Field((int,), 0),
+        "seed": Field((int,), 0, minimum=0, maximum=SEED_MAX),
         "jit_compile": Field((bool, str), "auto", choices=(True, False, "auto")),
         "steps_per_execution": Field((int, str), "auto", minimum=1, choices=("auto",)),
         "strategy": Field((str,), "auto", choices=_strategies),
@@ -97,7 +100,7 @@ SCHEMA = {
         "beta_max": Field((float, int), None, minimum=0, nullable=True),
         "warmup_epochs": Field((float, int), 10, minimum=0),
         "cycles": Field((int,), 4, minimum=1),
-        "ratio": Field((float, int), 0.5, minimum=0, exclusive_minimum=True),
+        "ratio": Field((float, int), 0.5, minimum=0, exclusive_minimum=True, maximum=1),
     },
     "evaluate": {
         "num_samples": Field((int,), 1000, minimum=0),
@@ -118,7 +121,7 @@ SCHEMA = {
         "num_samples": Field((int,), 100, minimum=1),  # IW samples, objective log_likelihood
         "examples": Field((int,), 1000, minimum=1),  # validation examples for it
         "validation_fraction": Field((float, int), 0.1, minimum=0),  # 0: the test split
-        "seed": Field((int,), 0),
+        "seed": Field((int,), 0, minimum=0, maximum=SEED_MAX),
         **{name: Field((list, dict), None, nullable=True) for name in TUNABLE},
     },
 }
@@ -126,7 +129,11 @@ SCHEMA = {
 # Model arguments that come from elsewhere in the recipe, not from [model].
 _DERIVED_MODEL_ARGS = ("input_shape", "seed")
 # Integer model arguments (some with no default) and their minimum.
-_INT_MODEL_ARGS = {"latent_dim": 1, "num_classes": 2, "condition_dim": 1}
+_INT_MODEL_ARGS = {"latent_dim": 1, "num_classes": 2, "condition_dim": 1, "num_samples": 1,
+                   "num_latents": 1, "num_categories": 2, "latent_channels": 1}
+# Model arguments listing layer sizes (widths, kernel sizes, strides): each at least 1.
+SIZE_LIST_ARGS = ("hidden_units", "dense_units", "baseline_units", "filters", "kernel_sizes",
+                  "strides")
 SPEC_ARGS = {"likelihood": "LIKELIHOODS", "posterior": "POSTERIORS", "prior": "PRIORS"}
 
 
@@ -169,6 +176,8 @@ def check_value(where: str, value, field: Field):
         if value < field.minimum or (field.exclusive_minimum and value == field.minimum):
             bound = ">" if field.exclusive_minimum else ">="
             raise RecipeError(f"{where} must be {bound} {field.minimum}, got {value!r}")
+    if field.maximum is not None and isinstance(value, (int, float)) and value > field.maximum:
+        raise RecipeError(f"{where} must be <= {field.maximum}, got {value!r}")
     if isinstance(value, float) and not math.isfinite(value):
         raise RecipeError(f"{where} must be finite, got {value!r}")
     return value
@@ -207,6 +216,34 @@ def model_fields(family_cls) -> dict[str, Field]:
         fields[name] = Field(kinds, default, minimum=minimum)
     return fields
 
+
+
+def check_sizes(where, values):
+    """Each layer size a list of them (`SIZE_LIST_ARGS`) gives is an integer >= 1."""
+    for i, value in enumerate(values):
+        check_value(f"{where}[{i}]", value, Field((int,), None, minimum=1))
+
+
+def check_annealing(recipe, beta):
+    """An annealing schedule rises from annealing.beta_min to the β it anneals to
+    (annealing.beta_max, else `beta`, the model's β); it never falls."""
+    annealing = recipe["annealing"]
+    if annealing["schedule"] == "none":
+        return
+    beta_min = annealing["beta_min"]
+    if annealing["beta_max"] is not None:
+        top, top_key = annealing["beta_max"], "annealing.beta_max"
+    else:
+        top, top_key = beta, "model.beta"
+    if beta_min > top:
+        raise RecipeError(f"annealing.beta_min = {beta_min!r} must be <= {top_key} = {top!r} "
+                          "(β anneals up from beta_min)")
+    spec = recipe["tune"]["beta"]
+    if annealing["beta_max"] is None and spec is not None:  # the schedule's top is tuned
+        lowest = min(spec) if isinstance(spec, list) else spec.get("min")
+        if isinstance(lowest, (int, float)) and beta_min > lowest:
+            raise RecipeError(f"annealing.beta_min = {beta_min!r} must be <= the lowest "
+                              f"tune.beta, {lowest!r} (β anneals up from beta_min)")
 
 
 def check_spec(where, value, registry_name):
