@@ -121,3 +121,38 @@ def test_plots_leave_the_matplotlib_backend_alone(tmp_path):
         matplotlib.use("Agg")
     for name in ("grid.png", "rgb.png", "s.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+
+
+C, U = evaluate.POSTERIOR_COLLAPSE, evaluate.UNCOMPRESSED_CODE
+
+
+@pytest.mark.parametrize(
+    "modes, announced",
+    [
+        # a discrete VAE's first epoch: no active units, then it recovers: nothing said
+        ([C, None, None, None], []),
+        ([C, C, C, C], [(3, C)]),  # said once, when it has lasted 3 epochs
+        ([None, None, U], [(3, U)]),  # present when training ends
+        ([C, "nan", "nan"], []),  # a NaN KL (divergence) is not called collapse
+    ],
+    ids=["transient", "persisting", "at_the_end", "not_finite"],
+)
+def test_a_failure_mode_is_named_only_when_it_persists(modes, announced, monkeypatch, capsys):
+    sequence = iter(modes)
+
+    def diagnose(model, x, y=None, **thresholds):
+        mode = next(sequence)
+        nan = mode == "nan"
+        return {"mode": C if nan else mode, "kl": float("nan") if nan else 0.01,
+                "kl_per_dim": None, "active_units": 0, "latent_dim": 2,
+                "marginal_kl_per_dim": 0.0}
+
+    monkeypatch.setattr(evaluate, "diagnose", diagnose)
+    model = tiny_dense()
+    model.compile(optimizer="adam", jit_compile=False)
+    watch = CollapseDiagnostics(binary_data(8))
+    model.fit(binary_data(8), batch_size=8, epochs=len(modes), verbose=0, callbacks=[watch])
+    assert watch.announced == announced
+    printed = capsys.readouterr().out
+    assert printed.count("vae_zoo diagnostics") == len(announced)
+    assert all(f"\nvae_zoo diagnostics, epoch {e}: {m} " in printed for e, m in announced)

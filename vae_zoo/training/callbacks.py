@@ -166,36 +166,46 @@ class CollapseDiagnostics(keras.callbacks.Callback):
     `vae_zoo.evaluate.diagnose` and adds to the epoch logs (so to the history and the
     CSV log): `active_units`, `kl_heldout` and `marginal_kl` (KL from the aggregate
     posterior's Gaussian fit to the prior, per active dimension). When a failure mode
-    appears (or changes) it prints one line naming it and its remedy:
+    persists for `patience` epochs in a row (or is present when training ends) it
+    prints one line, on a line of its own, naming it and its remedy:
 
     - "posterior collapse" (KL near zero, few active units): lower β;
     - "uncompressed code" (q(z|x) far from p(z), prior samples poor): raise β.
 
+    A mode seen for fewer epochs is a phase many runs pass through (a discrete VAE
+    starts with no active units and recovers within a few epochs), and an epoch whose
+    KL is not finite names no mode (that is divergence, which `StopOnNaN` reports).
+
     Every epoch's figures, with the KL per dimension, are kept in `records`; the
-    epochs at which a mode was found are in `diagnoses` as `(epoch, mode)`.
+    epochs at which a mode was found are in `diagnoses` as `(epoch, mode)`, those at
+    which one was announced in `announced`.
 
     Args:
         x: held-out data `[N, *input_shape]`; y: labels for conditional models.
         every: run every this many epochs.
         log_dir: if given, KL per dimension goes to TensorBoard as a histogram.
         verbose: print the diagnosis lines.
+        patience: diagnosed runs of epochs (every `every`) before a mode is announced.
         **thresholds: passed to `vae_zoo.evaluate.diagnose`.
     """
 
-    def __init__(self, x, y=None, every=1, log_dir=None, verbose=1, **thresholds):
+    def __init__(self, x, y=None, every=1, log_dir=None, verbose=1, patience=3, **thresholds):
         super().__init__()
         self.x, self.y = x, y
         self.every = int(every)
         self.log_dir = log_dir
         self.verbose = verbose
+        self.patience = int(patience)
         self.thresholds = thresholds
-        self.records, self.diagnoses = [], []
+        self.records, self.diagnoses, self.announced = [], [], []
         self._writer = None
 
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every:
             return
         result = evaluate.diagnose(self.model, self.x, y=self.y, **self.thresholds)
+        if not np.isfinite(result["kl"]):
+            result["mode"] = None  # divergence, not a failure mode of a working model
         self.records.append({"epoch": epoch + 1, **result})
         if logs is not None:
             logs["active_units"] = float(result["active_units"])
@@ -207,19 +217,35 @@ class CollapseDiagnostics(keras.callbacks.Callback):
             with self._writer.as_default():
                 tf.summary.histogram("kl_per_dim", result["kl_per_dim"], step=epoch + 1)
                 tf.summary.scalar("active_units", result["active_units"], step=epoch + 1)
-        previous = self.records[-2]["mode"] if len(self.records) > 1 else None
         if result["mode"]:
             self.diagnoses.append((epoch + 1, result["mode"]))
-            if self.verbose and result["mode"] != previous:  # say it once, not every epoch
-                print(
-                    f"vae_zoo diagnostics, epoch {epoch + 1}: {result['mode']} "
-                    f"(KL {result['kl']:.2f} nats, {result['active_units']}/"
-                    f"{result['latent_dim']} active units, aggregate-posterior KL "
-                    f"{result['marginal_kl_per_dim']:.2f} nats/dim): "
-                    + evaluate.REMEDIES[result["mode"]]
-                )
+        recent = [r["mode"] for r in self.records[-self.patience:]]
+        if len(recent) == self.patience and len(set(recent)) == 1:
+            self._announce(self.records[-1])
+
+    def _announce(self, record):
+        """Print a persisting mode once (again only after it went away and came back)."""
+        mode = record["mode"]
+        if not mode or (self.announced and self.announced[-1][1] == mode
+                        and self._persisted_since(self.announced[-1][0])):
+            return
+        self.announced.append((record["epoch"], mode))
+        if self.verbose:
+            # own line: the progress bar's line is still open at on_epoch_end
+            print(
+                f"\nvae_zoo diagnostics, epoch {record['epoch']}: {mode} "
+                f"(KL {record['kl']:.2f} nats, {record['active_units']}/"
+                f"{record['latent_dim']} active units, aggregate-posterior KL "
+                f"{record['marginal_kl_per_dim']:.2f} nats/dim): " + evaluate.REMEDIES[mode],
+                flush=True,
+            )
+
+    def _persisted_since(self, epoch):
+        return all(r["mode"] == self.announced[-1][1] for r in self.records if r["epoch"] >= epoch)
 
     def on_train_end(self, logs=None):
+        if self.records:
+            self._announce(self.records[-1])  # a mode present at the end is worth saying
         if self._writer is not None:
             self._writer.close()
             self._writer = None
