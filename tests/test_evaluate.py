@@ -130,6 +130,23 @@ def test_num_samples_must_be_positive(model, data):
         evaluate.log_likelihood(model, data[:4], num_samples=0)
 
 
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"num_samples": 2.5}, TypeError, "num_samples must be an integer, got 2.5"),
+    ({"num_samples": "10"}, TypeError, "num_samples must be an integer, got '10'"),
+    ({"num_samples": True}, TypeError, "num_samples must be an integer, got True"),
+    ({"batch_size": -5}, ValueError, "batch_size must be >= 1, got -5"),
+    ({"chunk_size": 0}, ValueError, "chunk_size must be >= 1, got 0"),
+])
+def test_bad_arguments_are_one_line_errors(model, data, kwargs, error, message):
+    """Counts that are not positive integers are refused, naming the argument and value."""
+    with pytest.raises(error, match=f"^{message}$"):
+        evaluate.log_likelihood(model, data[:4], **{"num_samples": 2, **kwargs})
+    if "batch_size" in kwargs:
+        for routine in (evaluate.elbo, evaluate.posterior_statistics):
+            with pytest.raises(error, match=f"^{message}$"):
+                routine(model, data[:4], **kwargs)
+
+
 def test_summarize_keys_and_consistency(model, data):
     """summarize returns every key as a finite number, consistent with its parts."""
     summary = evaluate.summarize(model, data[:32], num_samples=50)

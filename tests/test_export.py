@@ -187,6 +187,80 @@ def test_signatures_have_fixed_specs_and_a_batch_dimension(exported, fresh):
     assert set(specs["dense"]["decode"]["outputs"]) == {"mean", "logits"}
 
 
+BAD_REQUESTS = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+
+    def answer(fn, **inputs):
+        try:
+            fn(**{k: tf.constant(v) for k, v in inputs.items()})
+        except tf.errors.InvalidArgumentError as error:
+            lines = [line for line in str(error).splitlines() if "assertion failed: [" in line]
+            return lines[0].split("assertion failed: [", 1)[1][:-1] if lines else str(error)
+        return "ok"
+
+    out = {}
+    for family, folder in json.loads(sys.argv[1]).items():
+        info = json.load(open(folder + "/assets.extra/vae_zoo.json"))
+        s = tf.saved_model.load(folder).signatures
+        x = np.zeros([4, *info["input_shape"]], np.float32)
+        z = np.full([4, *info["latent_shape"]], np.inf, np.float32)
+        nan = x.copy()
+        nan.flat[5] = np.nan
+        y = {"label": np.array([0, 1, 2, 0], np.int32)} if info["conditional"] else {}
+        k = {"num_samples": np.int32(3), "seed": np.int32(0)}
+        out[family] = {
+            "reconstruct": answer(s["reconstruct"], x=nan, **y),
+            "encode": answer(s["encode"], x=nan, **y),
+            "decode": answer(s["decode"], z=z, **y),
+            "log_likelihood": answer(s["log_likelihood"], x=nan, **k, **y),
+            "grey": answer(s["log_likelihood"], x=x + 0.5, **k, **y),
+            "good": answer(s["log_likelihood"], x=x, **k, **y),
+        }
+        if info["conditional"]:
+            out[family].update(
+                label=answer(s["encode"], x=x, label=np.array([0, 1, 2, 3], np.int32)),
+                negative=answer(s["reconstruct"], x=x, label=np.array([0, -1, 2, 0], np.int32)),
+                rows=answer(s["encode"], x=x, label=np.array([0, 1], np.int32)),
+                sample=answer(s["sample"], num_samples=np.int32(2), seed=np.int32(0),
+                              label=np.int32(3)),
+            )
+    print(json.dumps(out))
+""")
+
+
+def test_bad_requests_fail_in_the_exported_graph(exported, tmp_path):
+    """In a fresh process (only what the SavedModel holds), every signature refuses
+    non-finite x or z, `log_likelihood` data outside the likelihood's support, and
+    labels that are not class numbers, one per example: an `InvalidArgumentError`
+    naming the problem in one line."""
+    folders = {family: str(folder) for family, (_, folder, _, _) in exported.items()}
+    script = tmp_path / "bad.py"
+    script.write_text(BAD_REQUESTS)
+    done = subprocess.run([sys.executable, str(script), json.dumps(folders)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    answers = json.loads(done.stdout.strip().splitlines()[-1])
+    for family, got in answers.items():
+        assert got["reconstruct"] == got["encode"] == got["log_likelihood"] == \
+            "x must be finite, got] [nan", family
+        assert got["decode"] == "z must be finite, got] [inf", family
+        assert got["good"] == "ok", family
+        model = exported[family][0]
+        if model.likelihood.support is not None:
+            assert got["grey"].startswith("x lies outside the support of the likelihood: "
+                                          f"{model.likelihood.support}, got] ["), family
+    assert answers["dense"]["grey"] == (
+        "x lies outside the support of the likelihood: a Bernoulli likelihood needs binary "
+        "data (0 or 1), got] [64] [values like] [0.5")
+    assert answers["conv"]["grey"] == "ok"  # a Gaussian takes any finite value
+    conditional = answers["conditional"]
+    assert conditional["label"] == conditional["sample"] == "labels must lie in [0, 3), got label] [3"
+    assert conditional["negative"] == "labels must lie in [0, 3), got label] [-1"
+    assert conditional["rows"] == "2] [labels for] [4] [examples"
+
+
 def test_saved_model_cli_lists_every_signature(exported):
     runs = {
         family: subprocess.Popen(
@@ -234,7 +308,7 @@ def test_bad_requests_are_clear_errors(exported):
         signatures["reconstruct"](x=tf.constant(x))
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"labels must lie in \[0, 3\)"):
         signatures["encode"](x=tf.constant(x), label=tf.constant([0, 1, 2, 3]))
-    with pytest.raises(tf.errors.InvalidArgumentError, match="label must have one row per example"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"\[2\] \[labels for\] \[4\] \[examples\]"):
         signatures["encode"](x=tf.constant(x), label=tf.constant([0, 1]))
     for n in (0, export.DEFAULT_MAX_SAMPLES + 1):
         with pytest.raises(tf.errors.InvalidArgumentError, match="num_samples must be between 1 and"):

@@ -17,6 +17,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from vae_zoo import objectives
+from vae_zoo.models.conditional import label_dtype_problem, not_class_numbers
 from vae_zoo.objectives import DEFAULT_MAX_ELEMENTS  # noqa: F401  (chunk memory bound)
 
 tfd = tfp.distributions
@@ -57,29 +58,38 @@ def _check_inputs(model, x, y=None):
     problem = model.likelihood.support_problem(x)
     if problem:
         raise ValueError(f"data do not fit the model's likelihood: {problem}")
-    if y is not None:
-        _check_labels(model, x, y)
+    if model.conditional:
+        model.check_condition(y, len(x))  # before anything is traced: one-line errors
+    elif y is not None and len(np.atleast_1d(y)) != len(x):
+        raise ValueError(f"{len(np.atleast_1d(y))} labels for {len(x)} examples")
     return x
 
 
+def _count(name, value, default=None):
+    """`value` as an int >= 1 (`default` when None); TypeError or ValueError naming
+    `name` otherwise."""
+    if value is None and default is not None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return int(value)
+
+
 def label_out_of_range(model, y):
-    """The first class label in `y` that a class-conditional model has no class for,
-    or None (also for models without `num_classes`)."""
+    """The first entry of `y` that is not a class number of a class-conditional model
+    (NaN, fractional, outside `[0, num_classes)`), or None (also for models without
+    `num_classes`). ValueError for labels that are not numbers."""
     num_classes = getattr(model, "num_classes", None)
     y = np.asarray(y)
     if num_classes is None or not y.size:
         return None
-    bad = y[(y < 0) | (y >= num_classes)]
+    problem = label_dtype_problem(y.dtype)
+    if problem:
+        raise ValueError(problem)
+    bad = y[np.asarray(not_class_numbers(y, num_classes))]
     return bad[0] if bad.size else None
-
-
-def _check_labels(model, x, y):
-    y = np.asarray(y)
-    if len(y) != len(x):
-        raise ValueError(f"{len(y)} labels for {len(x)} examples")
-    bad = label_out_of_range(model, y)
-    if bad is not None:
-        raise ValueError(f"labels must lie in [0, {model.num_classes}), got label {bad}")
 
 
 def log_likelihood(model, x, num_samples=1000, batch_size=None, chunk_size=None, seed=0, y=None,
@@ -102,12 +112,13 @@ def log_likelihood(model, x, num_samples=1000, batch_size=None, chunk_size=None,
     Returns:
         numpy array `[N]`: log (1/K) Σ_k w_k for each example.
     """
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    num_samples = _count("num_samples", num_samples)
     x = _check_inputs(model, x, y)
+    batch_size = _count("batch_size", batch_size, min(len(x), 100))
+    chunk_size = None if chunk_size is None else _count("chunk_size", chunk_size)
     log_weights_fn = _compiled(model, "log_weights", model.log_importance_weights, jit_compile)
     return objectives.iw_log_likelihood(
-        log_weights_fn, x, int(num_samples), model.likelihood_params_per_example, y=y,
+        log_weights_fn, x, num_samples, model.likelihood_params_per_example, y=y,
         batch_size=batch_size, chunk_size=chunk_size, seed=seed,
     )
 
@@ -115,7 +126,7 @@ def log_likelihood(model, x, num_samples=1000, batch_size=None, chunk_size=None,
 def elbo(model, x, batch_size=None, seed=0, y=None):
     """Per-example ELBO terms on `x` (one posterior sample): dict of `[N]` numpy arrays."""
     x = _check_inputs(model, x, y)
-    batch_size = int(batch_size or min(len(x), 500))
+    batch_size = _count("batch_size", batch_size, min(len(x), 500))
     elbo_fn = _compiled(model, "elbo", model.elbo)
     parts = []
     ys = _batches(y, batch_size) if y is not None else itertools.repeat(None)
@@ -149,6 +160,7 @@ def posterior_statistics(model, x, y=None, batch_size=500, threshold=0.01):
             factorize over dimensions (diagonal Gaussians), else None.
     """
     x = _check_inputs(model, x, y)
+    batch_size = _count("batch_size", batch_size)
     means, stddevs, kls = [], [], []
     ys = _batches(y, batch_size) if y is not None else itertools.repeat(None)
     for xb, yb in zip(_batches(x, batch_size), ys):

@@ -216,10 +216,9 @@ def export_for_serving(model, base_dir, version=None, max_samples=DEFAULT_MAX_SA
     staging = base_dir / f"{STAGING_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
     lock = FileLock(_lock_of(staging), f"export {staging}").acquire()
     try:
-        with signatures.graph_assertions(model):
-            archive, functions = signatures.archive(model, max_samples)
-            archive.write_out(str(staging), verbose=verbose)
-            record = signatures.describe_export(model, functions, max_samples)
+        archive, functions = signatures.archive(model, max_samples)
+        archive.write_out(str(staging), verbose=verbose)
+        record = signatures.describe_export(model, functions, max_samples)
         (staging / METADATA_PATH).parent.mkdir(parents=True, exist_ok=True)
         (staging / METADATA_PATH).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         fsync_tree(staging)

@@ -19,14 +19,16 @@ labels; `[]` in `sample`, one label for all samples) or, for a model conditioned
 vectors, `condition` float32 `[B, condition_dim]` (`[condition_dim]` in `sample`).
 
 Every input is checked inside the graph, so a bad request is an `INVALID_ARGUMENT`
-error for that request only: shapes (`tf.ensure_shape`), the condition's batch size,
-label range, and `1 <= num_samples <= max_samples`. A wrong dtype is refused before
-the graph runs.
+error for that request only, whose message names the problem in one line
+(`assertion failed: [labels must lie in [0, 10), got label] [12]`): shapes
+(`tf.ensure_shape`), finite x, z and condition vectors, x in the likelihood's support
+where a density is asked for (`log_likelihood`), labels that are class numbers, one
+per example, and `1 <= num_samples <= max_samples`. The signatures are plain (not
+XLA) graphs, so these assertions run. A wrong dtype is refused before the graph runs.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
 
 import keras
@@ -34,6 +36,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from vae_zoo import objectives
+from vae_zoo.heads.base import check_assertions, finite_check
 
 DEFAULT_SIGNATURE = "reconstruct"  # `serving_default` is this signature
 
@@ -90,23 +93,13 @@ def _checked(t, spec):
 
 
 def _with_checks(value, checks):
-    with tf.control_dependencies(checks):
+    """`value`, passed on after the checks' assertions."""
+    with tf.control_dependencies(check_assertions(checks)):
         return tf.identity(value)
 
 
-def _checked_count(n, max_samples):
-    message = f"num_samples must be between 1 and {max_samples}"
-    return _with_checks(n, [
-        tf.debugging.assert_greater_equal(n, 1, message=message),
-        tf.debugging.assert_less_equal(n, max_samples, message=message),
-    ])
-
-
-def _same_batch(y, x, name):
-    return _with_checks(y, [tf.debugging.assert_equal(
-        tf.shape(y)[0], tf.shape(x)[0],
-        message=f"{name} must have one row per example (the same batch size as the data)",
-    )])
+def _count_check(n, max_samples):
+    return (n < 1) | (n > max_samples), (f"num_samples must be between 1 and {max_samples}, got", n)
 
 
 def _endpoints(model, max_samples):
@@ -128,11 +121,12 @@ def _endpoints(model, max_samples):
     # Each function takes the condition, if the model has one, as a last argument
     # (`*condition`: absent from an unconditional model's signatures).
 
-    def data(x, condition, spec=x_spec):
-        x = _checked(x, spec)
-        if not condition:
-            return x, None
-        return x, _same_batch(_checked(condition[0], batch_y[0]), x, batch_y[0].name)
+    # The model checks the condition itself (labels are class numbers, one per example).
+
+    def data(x, condition, spec=x_spec, checks=()):
+        """The inputs x (or z) and y, shapes checked, x finite, and the `checks` passed."""
+        x = _with_checks(_checked(x, spec), [finite_check(x, spec.name), *checks])
+        return x, (_checked(condition[0], batch_y[0]) if condition else None)
 
     def reconstruct(x, *condition):
         x, y = data(x, condition)
@@ -149,7 +143,7 @@ def _endpoints(model, max_samples):
         return {"mean": p.mean(), **likelihood_parameters(p, model.likelihood.parameter_names)}
 
     def sample(num_samples, seed, *condition):
-        n = _checked_count(num_samples, max_samples)
+        n = _with_checks(num_samples, [_count_check(num_samples, max_samples)])
         seed_pair = tf.stack([seed, 0])  # as `model.sample(n, seed=int)` draws
         if not condition:
             return {"samples": model.sample(n, seed=seed_pair)}
@@ -162,8 +156,9 @@ def _endpoints(model, max_samples):
         # `evaluate.log_likelihood(model, x, num_samples, seed=seed)` for one batch (up
         # to 100 examples: the same chunks and seeds), one chunk of importance samples
         # at a time, so memory is bounded whatever num_samples is.
-        x, y = data(x, condition)
-        k = _checked_count(num_samples, max_samples)
+        support = model.likelihood.support_check(x)  # a density is asked for: x in its support
+        k = _with_checks(num_samples, [_count_check(num_samples, max_samples)])
+        x, y = data(x, condition, checks=[support] if support else [])
         batch = tf.shape(x)[0]
         bound = objectives.chunked_iw_bound(
             lambda size, seed_pair: model.log_importance_weights(x, size, y=y, seed=seed_pair),
@@ -178,17 +173,6 @@ def _endpoints(model, max_samples):
         ("sample", sample, [count_spec, seed_spec, *one_y]),
         ("log_likelihood", log_likelihood, [x_spec, count_spec, seed_spec, *batch_y]),
     ]
-
-
-@contextlib.contextmanager
-def graph_assertions(model):
-    """Trace with `jit_compile` off: label-range assertions are kept (XLA drops them)."""
-    previous = getattr(model, "jit_compile", False)
-    model.jit_compile = False
-    try:
-        yield
-    finally:
-        model.jit_compile = previous
 
 
 def archive(model, max_samples):

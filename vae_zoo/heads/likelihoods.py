@@ -7,7 +7,6 @@ signature returns (`parameter_names`); see `vae_zoo.heads.base`.
 from __future__ import annotations
 
 import keras
-import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
@@ -17,7 +16,7 @@ from vae_zoo.distributions import (
     LogitBernoulli,
     eight_bit_values,
 )
-from vae_zoo.heads.base import LIKELIHOODS, LikelihoodHead, as_float32, first_bad
+from vae_zoo.heads.base import LIKELIHOODS, LikelihoodHead, as_float32
 
 tfd = tfp.distributions
 
@@ -34,13 +33,12 @@ class BernoulliLikelihood(LikelihoodHead):
     """
 
     parameter_names = ("logits",)
+    support = "a Bernoulli likelihood needs binary data (0 or 1)"
+    support_digits = 4
 
-    def support_problem(self, x) -> str | None:
-        x = np.asarray(x, dtype=np.float32)
-        bad = (x != 0.0) & (x != 1.0)
-        if bad.any():
-            return f"a Bernoulli likelihood needs binary data (0 or 1), got {first_bad(x, bad, 4)}"
-        return None
+    def outside_support(self, x):
+        x = tf.convert_to_tensor(x, tf.float32)
+        return tf.not_equal(x, 0.0) & tf.not_equal(x, 1.0)
 
     def call(self, params):
         logits = as_float32(params)[..., 0]
@@ -169,14 +167,14 @@ class GaussianPerPixelLikelihood(LikelihoodHead):
 class EightBitLikelihood(LikelihoodHead):
     """Base of the heads over the 8-bit grid {0, 1/255, ..., 1}."""
 
-    def support_problem(self, x) -> str | None:
-        x = np.asarray(x, dtype=np.float32)
-        k = np.round(x * 255.0)
-        bad = (np.abs(x - k / 255.0) > EIGHT_BIT_ATOL) | (k < 0) | (k > 255)
-        if bad.any():
-            return (f"an 8-bit likelihood ({type(self).__name__}) needs values k/255 "
-                    f"in [0, 1], got {first_bad(x, bad)}")
-        return None
+    @property
+    def support(self):
+        return f"an 8-bit likelihood ({type(self).__name__}) needs values k/255 in [0, 1]"
+
+    def outside_support(self, x):
+        x = tf.convert_to_tensor(x, tf.float32)
+        k = tf.round(x * 255.0)
+        return (tf.abs(x - k / 255.0) > EIGHT_BIT_ATOL) | (k < 0) | (k > 255)
 
 
 @keras.saving.register_keras_serializable(package="vae_zoo")

@@ -320,6 +320,12 @@ class ConditionalGaussianPrior(Prior):
                 "the conditional_gaussian prior p(z|y) needs a condition; use it with "
                 "ConditionalVAE"
             )
+        condition = tf.convert_to_tensor(condition)
+        if condition.shape.rank != 2 or not condition.dtype.is_floating:
+            raise ValueError(
+                "the conditional_gaussian prior p(z|y) takes float condition vectors [B, k] "
+                f"(one-hot labels), got {condition.dtype.name} {condition.shape}"
+            )
         return self.gaussian(self.network(condition))  # batch [B], event latent_shape
 
     def get_config(self):

@@ -7,16 +7,68 @@ fixed N(0, I) or a small network p(z|y) (`ConditionalGaussianPrior`).
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from vae_zoo import heads, networks
+from vae_zoo.heads.base import (
+    check_assertions,
+    failed_check,
+    finite_check,
+    first_failure,
+    first_where,
+)
 from vae_zoo.models.base import MODELS
 from vae_zoo.models.family import Family
 
 BODIES = ("dense", "conv")
+
+
+def not_class_numbers(labels, num_classes):
+    """Where `labels` (numbers: array or tensor) are not class numbers in
+    `[0, num_classes)`: NaN, infinite, fractional or out of range (bool tensor).
+
+    Compared in the labels' own dtype (integers as int64), so an int64 label beyond
+    the int32 range is refused rather than wrapped by a cast.
+    """
+    labels = tf.convert_to_tensor(labels)
+    if labels.dtype.is_integer:
+        labels = tf.cast(labels, tf.int64)
+        return (labels < 0) | (labels >= num_classes)
+    return ~_whole(labels) | (labels < 0) | (labels >= num_classes)
+
+
+def _whole(values):
+    return tf.math.is_finite(values) & tf.equal(values, tf.round(values))
+
+
+def label_dtype_problem(dtype) -> str | None:
+    """Why labels of `dtype` (NumPy or TensorFlow) cannot be class numbers, or None."""
+    if isinstance(dtype, np.dtype):
+        numeric, name = dtype.kind in "iuf", str(dtype)  # "<U1" for strings
+    else:
+        dtype = tf.as_dtype(dtype)
+        numeric, name = dtype.is_integer or dtype.is_floating, dtype.name
+    return None if numeric else f"labels must be integer class numbers, got dtype {name}"
+
+
+def label_checks(labels, num_classes):
+    """The checks of `vae_zoo.heads.base.check_assertions` for labels (a tensor of
+    numbers), in order: "labels must be integers, got 2.5" (NaN, fractional) and
+    "labels must lie in [0, 10), got label 12"."""
+    checks = []
+    if labels.dtype.is_floating:
+        fractional = ~_whole(labels)
+        checks.append((tf.reduce_any(fractional),
+                       ("labels must be integers, got", first_where(labels, fractional))))
+    outside = not_class_numbers(labels, num_classes)
+    checks.append((tf.reduce_any(outside), (f"labels must lie in [0, {num_classes}), got label",
+                                            first_where(labels, outside))))
+    return checks
 
 
 @keras.saving.register_keras_serializable(package="vae_zoo")
@@ -38,8 +90,15 @@ class ConditionalVAE(Family):
     so the encoder may do it and the decoder then partly ignores y (samples drawn for
     label k are not always k's). A learned p(z|y) draws z where label k's posteriors
     lie, so samples follow the label either way; `recipes/mnist_cvae.toml` measures both.
-    Out-of-range labels raise ValueError eagerly and a `tf.debugging` assertion in
-    graph mode; XLA (`jit_compile=True`) drops assertions, so they are not checked there.
+
+    Conditions are checked on every path, with a one-line message: labels must be
+    integer class numbers in `[0, num_classes)` (NaN, 2.5 and values beyond int32 are
+    refused, not cast), condition rows finite, one per example. Eagerly a bad condition
+    is a ValueError; in a graph not compiled by XLA (the serving signatures, a plain
+    step) an `InvalidArgumentError`. XLA drops assertions, so `fit`, `evaluate` and
+    `predict` check arrays before they start and a `tf.data.Dataset` in its input
+    pipeline (and raise the ValueError); only other inputs (generators) reach an XLA
+    step unchecked.
 
     Args:
         input_shape: tuple, one example's shape (`(H, W, C)` for the conv body).
@@ -154,44 +213,87 @@ class ConditionalVAE(Family):
 
     # ------------------------------------------------------------------ condition
 
-    def condition(self, y):
+    def condition(self, y, num_examples=None):
         """The condition vector c(y), float32 `[B, k]`: one-hot labels, or y as is.
 
-        Raises ValueError for a missing y, a wrong shape, or (eagerly) a label outside
-        `[0, num_classes)`; inside a `tf.function` the range is checked by a
-        `tf.debugging` assertion.
+        Args:
+            y: labels `[B]` (or `[B, 1]`, or float one-hot rows `[B, num_classes]`), or
+                condition vectors `[B, condition_dim]`.
+            num_examples: the batch size y must have (int or scalar tensor), or None.
+
+        Raises ValueError (one line) for a missing y, a wrong shape or dtype, and,
+        eagerly, for the problems of `condition_checks`; in a graph these are
+        assertions (`InvalidArgumentError`), which XLA drops.
         """
-        if y is None:
-            raise ValueError(
-                f"{type(self).__name__} needs the condition y (labels or vectors) with x"
-            )
-        y = tf.convert_to_tensor(y)
+        if tf.executing_eagerly():
+            self.check_condition(y, num_examples)
+        y = self.condition_tensor(y)
+        if not tf.executing_eagerly():  # XLA drops these assertions, others run them
+            with tf.control_dependencies(check_assertions(self.condition_checks(y, num_examples))):
+                y = tf.identity(y)
+        if y.shape.rank == 2:
+            return tf.cast(y, tf.float32)  # vectors, or already one-hot (or soft) labels
+        return tf.one_hot(tf.cast(y, tf.int32), self.num_classes)  # [B, num_classes]
+
+    def condition_tensor(self, y):
+        """y as a tensor of labels `[B]` or of condition rows `[B, k]`, its static shape
+        and dtype checked (ValueError, one line)."""
+        y = self._as_tensor(y)
         if self.num_classes is None:
-            if y.shape.rank != 2 or y.shape[-1] != self.condition_dim:
+            if y.shape.rank != 2 or y.shape[-1] != self.condition_dim or not y.dtype.is_floating:
                 raise ValueError(
-                    f"condition y must have shape [B, {self.condition_dim}], got {y.shape}"
+                    f"condition y must be float vectors of shape [B, {self.condition_dim}], "
+                    f"got {y.dtype.name} {y.shape}"
                 )
-            return tf.cast(y, tf.float32)
+            return y
         if y.dtype.is_floating and y.shape.rank == 2 and y.shape[-1] == self.num_classes:
-            return tf.cast(y, tf.float32)  # already one-hot (or soft) labels
+            return y  # already one-hot (or soft) labels
         if y.shape.rank == 2 and y.shape[-1] == 1:
             y = y[:, 0]
         if y.shape.rank != 1:
             raise ValueError(f"labels y must have shape [B], got {y.shape}")
-        labels = tf.cast(y, tf.int32)  # [B]
-        message = f"labels must lie in [0, {self.num_classes})"
-        if tf.executing_eagerly():
-            values = labels.numpy()
-            bad = values[(values < 0) | (values >= self.num_classes)]
-            if bad.size:
-                raise ValueError(f"{message}, got label {bad[0]}")
-        elif not self.jit_compile:  # XLA drops assertions (with a warning): skip them
-            with tf.control_dependencies([
-                tf.debugging.assert_non_negative(labels, message=message),
-                tf.debugging.assert_less(labels, self.num_classes, message=message),
-            ]):
-                labels = tf.identity(labels)
-        return tf.one_hot(labels, self.num_classes)  # [B, num_classes]
+        problem = label_dtype_problem(y.dtype)
+        if problem:
+            raise ValueError(problem)
+        return y
+
+    def _as_tensor(self, y):
+        """`tf.convert_to_tensor(y)`, refusing a missing y and labels that are not numbers
+        (named by NumPy's dtype, "<U1", before TensorFlow makes them strings)."""
+        if y is None:
+            raise ValueError(self._missing_condition())
+        if self.num_classes and not tf.is_tensor(y):
+            problem = label_dtype_problem(np.asarray(y).dtype)
+            if problem:
+                raise ValueError(problem)
+        return tf.convert_to_tensor(y)
+
+    def condition_checks(self, y, num_examples=None):
+        """The run-time checks of a condition tensor (from `condition_tensor`), as
+        `(failed, message)` pairs (see `vae_zoo.heads.base.check_assertions`): labels
+        are class numbers, rows are finite, and there are `num_examples` of them."""
+        checks = []
+        if num_examples is not None:
+            count = tf.shape(y, out_type=tf.int64)[0]
+            num_examples = tf.cast(num_examples, tf.int64)
+            what = "labels for" if self.num_classes else "conditions for"
+            checks.append((tf.not_equal(count, num_examples),
+                           (count, what, num_examples, "examples")))
+        if y.shape.rank == 1:
+            return checks + label_checks(y, self.num_classes)
+        return checks + [finite_check(y, "labels" if self.num_classes else "condition vectors")]
+
+    def check_condition(self, y, num_examples=None):
+        """Eagerly: raise ValueError (one line) unless `y` (array or tensor) conditions
+        `num_examples` examples (None: any number)."""
+        problem = first_failure(self.condition_checks(self.condition_tensor(y), num_examples))
+        if problem:
+            raise ValueError(problem)
+
+    def _missing_condition(self):
+        if self.num_classes:
+            return f"{type(self).__name__} needs class labels y, one per example"
+        return f"{type(self).__name__} needs condition vectors y [B, {self.condition_dim}]"
 
     def _join(self, x, c):
         """The encoder's input: `[B, D + k]` (dense) or `[B, H, W, C + k]` (conv)."""
@@ -206,12 +308,14 @@ class ConditionalVAE(Family):
 
     def encode(self, x, y=None):
         """q(z|x, y): batch `[B]`, event `[latent_dim]`."""
-        return self.posterior(self.encoder(self._join(x, self.condition(y))))
+        x = tf.convert_to_tensor(x, tf.float32)
+        return self.posterior(self.encoder(self._join(x, self.condition(y, tf.shape(x)[0]))))
 
     def decode(self, z, y=None):
         """p(x|z, y): batch `[B]`, event `input_shape`."""
         z = tf.convert_to_tensor(z, tf.float32)
-        return self.likelihood(self.decoder(tf.concat([z, self.condition(y)], axis=-1)))
+        c = self.condition(y, tf.shape(z)[0])
+        return self.likelihood(self.decoder(tf.concat([z, c], axis=-1)))
 
     def prior_distribution(self, y=None):
         """p(z|y): batch `[B]` for a learned conditional prior, `[]` for a fixed one."""
@@ -232,7 +336,7 @@ class ConditionalVAE(Family):
         """
         if y is None:
             raise ValueError("ConditionalVAE.sample needs y, e.g. model.sample(8, y=3)")
-        y = tf.convert_to_tensor(y)
+        y = self._as_tensor(y)
         if y.shape.rank == (0 if self.num_classes else 1):  # one condition for all n
             y = tf.broadcast_to(y, tf.concat([[n], tf.shape(y)], 0))
         elif isinstance(n, int) and y.shape[0] is not None and y.shape[0] != n:
@@ -265,3 +369,46 @@ class ConditionalVAE(Family):
                 "with_labels=True or call fit(x, y)"
             )
         return (x, y)
+
+    # XLA steps drop assertions: Keras' loops check the conditions before the step.
+
+    def fit(self, *args, **kwargs):
+        return self._with_checked_conditions(super().fit, args, kwargs)
+
+    def evaluate(self, *args, **kwargs):
+        return self._with_checked_conditions(super().evaluate, args, kwargs)
+
+    def predict(self, *args, **kwargs):
+        return self._with_checked_conditions(super().predict, args, kwargs)
+
+    def _with_checked_conditions(self, method, args, kwargs):
+        """Call Keras' `fit`, `evaluate` or `predict` with the conditions of its data
+        (and validation data) checked: arrays before it starts, a `tf.data.Dataset` in
+        its input pipeline. A failed check is a one-line ValueError."""
+        bound = inspect.signature(method).bind(*args, **kwargs)
+        for name in ("x", "validation_data"):
+            data = bound.arguments.get(name)
+            if name == "x" and bound.arguments.get("y") is not None:
+                data = (data, bound.arguments["y"])
+            if isinstance(data, tf.data.Dataset):
+                bound.arguments[name] = data.map(self._checked_batch)
+            elif isinstance(data, (tuple, list)):
+                x, y = self.unpack_inputs(data)
+                self.check_condition(y, len(x))
+        try:
+            return method(*bound.args, **bound.kwargs)
+        except tf.errors.InvalidArgumentError as error:
+            message = failed_check(error)
+            if message is None or not ("label" in message or "condition" in message):
+                raise
+            raise ValueError(message) from None
+
+    @tf.autograph.experimental.do_not_convert  # errors stay one line
+    def _checked_batch(self, *batch):
+        """A dataset's batch, passed on after its condition checks (a map function:
+        tf.data runs it outside the step, so XLA never drops the assertions)."""
+        data = batch if len(batch) > 1 else batch[0]
+        x, y = self.unpack_inputs(data)
+        checks = self.condition_checks(self.condition_tensor(y), tf.shape(x)[0])
+        with tf.control_dependencies(check_assertions(checks)):
+            return tf.nest.map_structure(tf.identity, data)
