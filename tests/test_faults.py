@@ -3,8 +3,11 @@
 Each case here is a row of the README's "Faults and bad input" table.
 """
 
+import contextlib
 import csv
+import io
 import json
+import shutil
 import os
 import signal
 import subprocess
@@ -30,6 +33,10 @@ TINY = [
     # The plain step: these tests are about files and resumption, and each training
     # process saves ~5 s of XLA compilation (the XLA path is tested in test_fast_path).
     "--set", "train.jit_compile=false",
+    # 20 batches an epoch, a batch hook every 5: a kill "after batch 15 of epoch 3"
+    "--set", "data.batch_size=250",
+    "--set", "train.steps_per_execution=5",
+    "--set", "output.diagnostics=false",
     "--quiet",
 ]
 
@@ -46,10 +53,11 @@ def _train_command(output):
 
 
 def _rerun(output):
-    done = subprocess.run(_train_command(output), capture_output=True, text=True, env=_env(),
-                          timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout
+    """The same command again (in this process: the killed run was the fresh process)."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert cli.main(_train_command(output)[3:]) == 0
+    return printed.getvalue()
 
 
 def _assert_complete(output, epochs=4):
@@ -91,8 +99,8 @@ class Kill(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         if point == "mid_epoch" and self.epoch == 2 and batch >= 10:
-            # The first batch hook at or after batch 11 of epoch 3 (batch 32 of 40 with
-            # 32 steps per call): two epochs checkpointed, a third under way.
+            # The first batch hook at or after batch 11 of epoch 3 (batch 15 of 20 with
+            # 5 steps per call): two epochs checkpointed, a third under way.
             die()
 
     def on_epoch_end(self, epoch, logs=None):
@@ -555,20 +563,30 @@ class _InterruptAt(keras.callbacks.Callback):
             raise _Interrupt()
 
 
-def _interrupted_run(output, overrides=(), epoch=3):
-    """A staging folder holding checkpoints of epochs 1 and 2 of TINY's recipe."""
+@pytest.fixture(scope="module")
+def interrupted(tmp_path_factory):
+    """A staging folder holding checkpoints of epochs 1 and 2 of TINY's recipe (the run
+    stopped as by a crash at the start of epoch 3)."""
     from vae_zoo import recipes
 
-    recipe = recipes.load("mnist_dense", [*(TINY[i + 1] for i in range(0, len(TINY) - 1, 2)
-                                            if TINY[i] == "--set"), *overrides])
+    output = tmp_path_factory.mktemp("interrupted") / "run"
+    recipe = recipes.load("mnist_dense", [TINY[i + 1] for i in range(len(TINY) - 1)
+                                          if TINY[i] == "--set"])
     with pytest.raises(_Interrupt):
-        runs.train(recipe, output, verbose=0, callbacks=[_InterruptAt(epoch)])
+        runs.train(recipe, output, verbose=0, callbacks=[_InterruptAt(3)])
+    return runs.staging_path(output)
+
+
+def _interrupted_run(interrupted, output):
+    """A copy of `interrupted` as the staging folder of `output`; its backup folder."""
+    shutil.copytree(interrupted, runs.staging_path(output))
     return runs.staging_path(output) / "backup"
 
 
-def test_a_checkpoint_of_another_recipe_is_kept_until_the_user_says(tmp_path, capsys):
+def test_a_checkpoint_of_another_recipe_is_kept_until_the_user_says(interrupted, tmp_path,
+                                                                    capsys):
     output = tmp_path / "run"
-    backup = _interrupted_run(output)
+    backup = _interrupted_run(interrupted, output)
     message = _one_line_error(["train", *TINY, "--set", "model.latent_dim=3",
                                "--output", str(output)], capsys)
     assert message == (
@@ -585,10 +603,10 @@ def test_a_checkpoint_of_another_recipe_is_kept_until_the_user_says(tmp_path, ca
     assert runs.load_model(output).latent_shape == (3,)
 
 
-def test_resume_with_a_lower_learning_rate(tmp_path, capsys):
+def test_resume_with_a_lower_learning_rate(interrupted, tmp_path, capsys):
     """The advice of the divergence message works: lower the rate, rerun with --resume."""
     output = tmp_path / "run"
-    backup = _interrupted_run(output)
+    backup = _interrupted_run(interrupted, output)
     lower = ["--set", "train.learning_rate=0.0001", "--output", str(output)]
     assert _one_line_error(["train", *TINY, *lower], capsys) == (
         f"{backup.parent} holds a checkpoint after epoch 2 of a different recipe "
@@ -604,9 +622,9 @@ def test_resume_with_a_lower_learning_rate(tmp_path, capsys):
     assert json.loads((output / "recipe.json").read_text())["train"]["learning_rate"] == 1e-4
 
 
-def test_a_damaged_checkpoint_falls_back_or_says_what_to_run(tmp_path, capsys):
+def test_a_damaged_checkpoint_falls_back_or_says_what_to_run(interrupted, tmp_path, capsys):
     output = tmp_path / "run"
-    backup = _interrupted_run(output)
+    backup = _interrupted_run(interrupted, output)
     good = (backup / "epoch-1.weights.h5").read_bytes()
     data = (backup / "epoch-2.weights.h5").read_bytes()
     (backup / "epoch-2.weights.h5").write_bytes(data[:3000])  # e.g. a power loss
