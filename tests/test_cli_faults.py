@@ -174,3 +174,12 @@ def test_a_recipe_argument_never_leaves_the_runs_folder(tmp_path, monkeypatch, c
     assert _one_line_error(["train", name], capsys) == (
         f"recipe {name} is not a packaged recipe name; a path must name a .toml file")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["somewhere"]
+
+
+@pytest.mark.parametrize("name", ["../evil", "a/b", "..", ""])
+def test_a_hand_built_recipe_name_never_leaves_the_runs_folder(name):
+    from vae_zoo.drivers import runs
+
+    with pytest.raises(ValueError, match="must be a plain name"):
+        runs.default_output({"name": name})
+    assert runs.default_output({"name": "mine"}).parent == Path(runs.RUNS_DIR)

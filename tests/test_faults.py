@@ -510,6 +510,24 @@ def test_a_recipe_dataset_that_is_empty_or_not_finite(fault, expected, tmp_path,
     assert list(tmp_path.iterdir()) == []
 
 
+def test_labels_out_of_range_in_the_training_split_only(tmp_path, monkeypatch, capsys):
+    """The test split is checked before training; the training split as it streams into
+    the compiled (XLA) step, which would otherwise train on a zero one-hot vector."""
+    import tensorflow as tf
+
+    x = np.zeros((8, 28, 28, 1), "float32")
+    good, bad = np.arange(8) % 3, np.full(8, 7)
+    monkeypatch.setattr(runs.recipes_lib, "build_datasets", lambda recipe, replicas=1: (
+        tf.data.Dataset.from_tensor_slices((x, bad)).batch(4),
+        tf.data.Dataset.from_tensor_slices((x, good)).batch(4)))
+    message = _one_line_error(["train", "--set", "model.family=conditional", "--set",
+                               "model.num_classes=3", "--set", "model.hidden_units=[8]",
+                               "--set", "train.epochs=1", "--set", "train.jit_compile=true",
+                               "--quiet", "--output", str(tmp_path / "run")], capsys)
+    assert message == "labels must lie in [0, 3), got label 7"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_annealing_needs_a_dataset_of_known_length(tmp_path, monkeypatch):
     """An epoch-based β schedule on a dataset that does not declare its length is a
     one-line error before training (not a silently constant β)."""
@@ -581,6 +599,28 @@ def _interrupted_run(interrupted, output):
     """A copy of `interrupted` as the staging folder of `output`; its backup folder."""
     shutil.copytree(interrupted, runs.staging_path(output))
     return runs.staging_path(output) / "backup"
+
+
+def test_a_full_disk_after_a_checkpoint_says_where_it_is_kept(tmp_path):
+    import errno
+
+    from vae_zoo import recipes
+
+    class FullDisk(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "x"))
+
+    recipe = recipes.load("mnist_dense", [TINY[i + 1] for i in range(len(TINY) - 1)
+                                          if TINY[i] == "--set"])
+    output = tmp_path / "run"
+    with pytest.raises(runs.RunStopped) as caught:
+        runs.train(recipe, output, verbose=0, callbacks=[FullDisk()])
+    backup = runs.staging_path(output) / "backup"
+    assert str(caught.value) == (
+        f"no space left on device: {tmp_path / 'x'}; last good checkpoint (epoch 1) kept at "
+        f"{backup}; rerun the same command to resume")
+    assert json.loads((backup / "training_metadata.json").read_text())["epoch"] == 1
 
 
 def test_a_checkpoint_of_another_recipe_is_kept_until_the_user_says(interrupted, tmp_path,

@@ -300,19 +300,10 @@ def _faults() -> tuple:
 
 
 def _one_line(error) -> str:
-    """A fault's message on one line. An error of the operating system says what and
-    where: "permission denied: PATH", "no space left on device: PATH"."""
-    import tensorflow as tf
+    """A fault's message on one line (`runs.describe_error`)."""
+    from vae_zoo.drivers import runs
 
-    if isinstance(error, OSError) and error.errno is not None and error.strerror:
-        names = [str(n) for n in (error.filename, error.filename2) if n is not None]
-        message = error.strerror[:1].lower() + error.strerror[1:]
-        message += f": {' -> '.join(names)}" if names else ""
-    elif isinstance(error, tf.errors.OpError):
-        message = error.message
-    else:
-        message = str(error)
-    return " ".join(message.split()) or type(error).__name__
+    return runs.describe_error(error)
 
 
 def main(argv=None) -> int:

@@ -55,6 +55,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from vae_zoo import evaluate, plots
 from vae_zoo.data import first_examples
@@ -71,7 +72,12 @@ RUNS_DIR = "runs"
 
 
 def default_output(recipe) -> Path:
-    return Path(RUNS_DIR) / f"{recipe['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
+    """`runs/<recipe name>-<timestamp>`; a name that is not a plain file name (a recipe
+    dict built by hand) is refused, so the folder never lands outside `runs/`."""
+    name = str(recipe["name"])
+    if name in ("", ".", "..") or Path(name).name != name or "\\" in name:
+        raise ValueError(f"recipe name {name!r} must be a plain name (it names the run folder)")
+    return Path(RUNS_DIR) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def model_inputs(ds, model):
@@ -445,6 +451,14 @@ def train(recipe, output=None, overwrite=False, verbose=1, callbacks=(), resume=
         _clean_up(staging, chief)
         raise TrainingDiverged(error.epoch, error.batch, error.cause,
                                _diverged_message(error, staging, chief)) from None
+    except (OSError, tf.errors.OpError) as error:  # full disk, read-only folder, ...
+        _clean_up(staging, chief)
+        if not (chief and staging is not None and _has_checkpoint(staging)):
+            raise
+        raise RunStopped(
+            f"{describe_error(error)}; last good checkpoint (epoch "
+            f"{checkpoint_metadata(_backup(staging))['epoch']}) kept at {_backup(staging)}; "
+            "rerun the same command to resume") from error
     except BaseException:
         _clean_up(staging, chief)
         raise
@@ -503,6 +517,25 @@ def _train_in(recipe, strategy, chief, staging, checkpoint, output, verbose, cal
     model.save(staging / "model.keras")  # on every worker, as tf.distribute asks
     if chief:
         _write_results(recipe, model, staging, x_test, labels, y_test)
+
+
+def describe_error(error) -> str:
+    """A fault's message on one line. An error of the operating system says what and
+    where: "permission denied: PATH", "no space left on device: PATH"."""
+    if isinstance(error, OSError) and error.errno is not None and error.strerror:
+        names = [str(n) for n in (error.filename, error.filename2) if n is not None]
+        message = error.strerror[:1].lower() + error.strerror[1:]
+        message += f": {' -> '.join(names)}" if names else ""
+    elif isinstance(error, tf.errors.OpError):
+        message = error.message
+    else:
+        message = str(error)
+    return " ".join(message.split()) or type(error).__name__
+
+
+class RunStopped(RuntimeError):
+    """A run stopped by a fault of the machine (full disk, ...) after it checkpointed:
+    the message says what happened and where the last good checkpoint is kept."""
 
 
 def resolve_model_path(path) -> Path:
