@@ -60,6 +60,14 @@ def _rerun(output):
     return printed.getvalue()
 
 
+def _tiny_recipe():
+    """TINY's recipe, for runs.train in this process."""
+    from vae_zoo import recipes
+
+    return recipes.load("mnist_dense", [TINY[i + 1] for i in range(len(TINY) - 1)
+                                        if TINY[i] == "--set"])
+
+
 def _assert_complete(output, epochs=4):
     with open(output / "history.csv") as f:
         rows = list(csv.DictReader(f))
@@ -585,11 +593,8 @@ class _InterruptAt(keras.callbacks.Callback):
 def interrupted(tmp_path_factory):
     """A staging folder holding checkpoints of epochs 1 and 2 of TINY's recipe (the run
     stopped as by a crash at the start of epoch 3)."""
-    from vae_zoo import recipes
-
     output = tmp_path_factory.mktemp("interrupted") / "run"
-    recipe = recipes.load("mnist_dense", [TINY[i + 1] for i in range(len(TINY) - 1)
-                                          if TINY[i] == "--set"])
+    recipe = _tiny_recipe()
     with pytest.raises(_Interrupt):
         runs.train(recipe, output, verbose=0, callbacks=[_InterruptAt(3)])
     return runs.staging_path(output)
@@ -604,15 +609,12 @@ def _interrupted_run(interrupted, output):
 def test_a_full_disk_after_a_checkpoint_says_where_it_is_kept(tmp_path):
     import errno
 
-    from vae_zoo import recipes
-
     class FullDisk(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
             if epoch == 1:
                 raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "x"))
 
-    recipe = recipes.load("mnist_dense", [TINY[i + 1] for i in range(len(TINY) - 1)
-                                          if TINY[i] == "--set"])
+    recipe = _tiny_recipe()
     output = tmp_path / "run"
     with pytest.raises(runs.RunStopped) as caught:
         runs.train(recipe, output, verbose=0, callbacks=[FullDisk()])
