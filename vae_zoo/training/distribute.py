@@ -164,29 +164,32 @@ def is_multi_worker(strategy=None) -> bool:
 def prepare_model(model, strategy=None):
     """Adapt a model compiled in `strategy.scope()` to `fit` under it; returns the model.
 
-    Needed under several workers only (other strategies: the model is unchanged), to
-    work around two Keras 3.15 failures there:
+    Needed under several replicas only (one replica: the model is unchanged), to work
+    around Keras 3.15 failures there:
 
-    - Keras averages each step's metrics with `strategy.reduce("MEAN", value, axis=0)`,
-      which fails on scalars ("Invalid reduction dimension 0 for input with 0
-      dimensions", tensorflow/tensorflow#72388). The model's steps then return `[1]`
-      vectors (`VAE.step_logs_as_vectors`), which that reduction averages back to
-      scalars. Epoch logs are unchanged: Keras reads them from the metrics, summed
-      over every replica.
     - Before the first step Keras averages the first batch over the replicas to build
-      the model symbolically, which fails on `(x, y)` batches (conditional families)
-      and on a first batch that splits unevenly. vae_zoo models create their variables
-      in `__init__`, so only the optimizer needs building: it is built here and that
-      step skipped (`keras_internals.skip_first_batch_build`).
+      the model symbolically, which fails on a first global batch that does not split
+      evenly over the replicas (e.g. 7 examples on 2: "Inputs to operation AddN ...
+      must have the same size") and, under several workers, on `(x, y)` batches
+      (conditional families). vae_zoo models create their variables in `__init__`, so
+      only the optimizer needs building: it is built here and that step skipped
+      (`keras_internals.skip_first_batch_build`).
+    - Under several workers, Keras averages each step's metrics with
+      `strategy.reduce("MEAN", value, axis=0)`, which fails on scalars ("Invalid
+      reduction dimension 0 for input with 0 dimensions", tensorflow/tensorflow#72388).
+      The model's steps then return `[1]` vectors (`VAE.step_logs_as_vectors`), which
+      that reduction averages back to scalars. Epoch logs are unchanged: Keras reads
+      them from the metrics, summed over every replica.
 
     The changes live on this instance only and are not saved with it.
     """
     strategy = strategy or model.distribute_strategy
-    if not is_multi_worker(strategy):
+    if num_replicas(strategy) < 2 and not is_multi_worker(strategy):
         return model
     if not model.built:
         raise ValueError("prepare_model needs a built model (vae_zoo models build in __init__)")
-    model.step_logs_as_vectors = True
+    if is_multi_worker(strategy):
+        model.step_logs_as_vectors = True
     if model.optimizer is not None and not model.optimizer.built:
         with strategy.scope():
             model.optimizer.build(model.trainable_variables)
