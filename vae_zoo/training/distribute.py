@@ -211,6 +211,22 @@ def is_chief(strategy=None) -> bool:
     return bool((strategy or tf.distribute.get_strategy()).extended.should_checkpoint)
 
 
+def from_chief(values, strategy=None) -> list[int]:
+    """The chief's `values` (a list of ints) on every worker of a cluster.
+
+    A collective: every worker must call it at the same point of the program (the
+    others' `values` are ignored, only their length counts). Outside multi-worker it
+    returns `values` as they are.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    values = [int(v) for v in values]
+    if not is_multi_worker(strategy):
+        return values
+    row = tf.constant([[int(is_chief(strategy)), *values]], tf.int64)
+    rows = strategy.gather(strategy.run(lambda: tf.identity(row)), axis=0).numpy()
+    return [int(v) for v in rows[rows[:, 0] == 1][0, 1:]]
+
+
 def describe(strategy=None) -> str:
     """One line naming a strategy, its replicas and (multi-worker) this task."""
     strategy = strategy or tf.distribute.get_strategy()
