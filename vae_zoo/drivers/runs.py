@@ -38,13 +38,20 @@ with the last good checkpoint is kept.
 Training runs under the strategy the recipe's `train.strategy` names
 (`vae_zoo.distribute`): the model and optimizer are built in its scope and batches hold
 `data.batch_size` examples per replica. With several workers only the chief writes the
-run folder and its checkpoint; the others train in step with it, write to a temporary
-folder, and on a restart resume from the chief's checkpoint (the same `--output` on a
-filesystem the workers share).
+run folder and its checkpoint; the others train in step with it and write to a
+temporary folder of their own (one per run folder and task, emptied when they start
+and removed when they finish). Fault tolerance: when any worker dies, the supervisor
+kills the others and restarts every worker with the same command (the same `--output`
+on a filesystem the workers share). The chief decides from its staging folder (resume,
+start afresh, complete an interrupted finishing, or stop with an error) and tells the
+other workers before anything else, so every worker restores the chief's checkpoint,
+says `resuming ... after epoch N`, and continues at the same epoch; a chief that stops
+before training stops the others with one line.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -325,22 +332,61 @@ def _publish(staging, output):
     (output / FINISHED).unlink(missing_ok=True)
 
 
-def _open_staging(output, overwrite, chief, recipe, resume, restart):
-    """(folder this process writes, checkpoint folder to resume from or None).
+def _worker_folder(output, task) -> Path:
+    """The temporary folder a non-chief worker writes for the run folder `output`: one
+    name per run folder and task, so a restarted worker replaces what a killed one left."""
+    digest = hashlib.sha256(str(Path(output).resolve()).encode()).hexdigest()[:16]
+    task_type, task_id = task
+    return Path(tempfile.gettempdir()) / f"vae_zoo-worker-{task_type}-{task_id}-{digest}"
 
-    The chief stages beside the run folder; other workers write their files to a
-    temporary folder and resume from the chief's checkpoint (the same decision, from
-    the same files)."""
+
+def _open_staging(output, overwrite, recipe, resume, restart):
+    """The chief's staging folder beside the run folder, and the checkpoint folder to
+    resume from (None: start afresh)."""
     if output.exists() and not overwrite:
         raise FileExistsError(f"run folder {output} already exists (use --overwrite to replace it)")
     staging = staging_path(output)
     resume_from = _backup(staging) if _resume_decision(staging, recipe, resume, restart) else None
-    if not chief:  # another worker: the same training, its files thrown away
-        return Path(tempfile.mkdtemp(prefix="vae_zoo-worker-")), resume_from
     if staging.is_dir() and resume_from is None:
         shutil.rmtree(staging)
     staging.mkdir(exist_ok=True)
     return staging, resume_from
+
+
+# What the chief tells the other workers before training (`distribute.from_chief`).
+_TRAIN, _RESUME, _DONE, _FAILED = 0, 1, 2, 3
+
+
+def _start(output, overwrite, recipe, resume, restart, strategy, chief, lock):
+    """(folder this process writes, checkpoint folder to resume from or None), or
+    (None, None) when there is nothing to train (an interrupted finishing completed).
+
+    The chief takes the lock and decides from the files; then it tells the other
+    workers, which wait for it, so every worker does what the chief does whenever it
+    starts, whatever the chief changes meanwhile. They write their files to a temporary
+    folder (`_worker_folder`, emptied first) and resume from the chief's checkpoint."""
+    if not chief:
+        action = distribute.from_chief([_FAILED], strategy)[0]
+        if action == _FAILED:
+            raise RuntimeError("the chief stopped before training (see its error)")
+        if action == _DONE:
+            return None, None
+        folder = _worker_folder(output, distribute.task(strategy))
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        return folder, _backup(staging_path(output)) if action == _RESUME else None
+    try:
+        lock.acquire()
+        if _finish_interrupted(output, overwrite):
+            staging, checkpoint, action = None, None, _DONE
+        else:
+            staging, checkpoint = _open_staging(output, overwrite, recipe, resume, restart)
+            action = _TRAIN if checkpoint is None else _RESUME
+    except BaseException:
+        distribute.from_chief([_FAILED], strategy)
+        raise
+    distribute.from_chief([action], strategy)
+    return staging, checkpoint
 
 
 def _fit_callbacks(recipe, model, staging, x_test, y_test, resumed_epoch, chief):
@@ -436,15 +482,15 @@ def train(recipe, output=None, overwrite=False, verbose=1, callbacks=(), resume=
     output = Path(output) if output else default_output(recipe)
     output.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(_lock_path(output), f"run folder {staging_path(output)}")
-    if chief:
-        lock.acquire()
     staging = None
     try:
-        if chief and _finish_interrupted(output, overwrite):
-            return output
-        staging, checkpoint = _open_staging(output, overwrite, chief, recipe, resume, restart)
+        staging, checkpoint = _start(output, overwrite, recipe, resume, restart, strategy,
+                                     chief, lock)
+        if staging is None:
+            return output if chief else None
         _train_in(recipe, strategy, chief, staging, checkpoint, output, verbose, callbacks)
         if not chief:
+            shutil.rmtree(staging, ignore_errors=True)
             return None
         _publish(staging, output)
     except TrainingDiverged as error:

@@ -164,29 +164,32 @@ def is_multi_worker(strategy=None) -> bool:
 def prepare_model(model, strategy=None):
     """Adapt a model compiled in `strategy.scope()` to `fit` under it; returns the model.
 
-    Needed under several workers only (other strategies: the model is unchanged), to
-    work around two Keras 3.15 failures there:
+    Needed under several replicas only (one replica: the model is unchanged), to work
+    around Keras 3.15 failures there:
 
-    - Keras averages each step's metrics with `strategy.reduce("MEAN", value, axis=0)`,
-      which fails on scalars ("Invalid reduction dimension 0 for input with 0
-      dimensions", tensorflow/tensorflow#72388). The model's steps then return `[1]`
-      vectors (`VAE.step_logs_as_vectors`), which that reduction averages back to
-      scalars. Epoch logs are unchanged: Keras reads them from the metrics, summed
-      over every replica.
     - Before the first step Keras averages the first batch over the replicas to build
-      the model symbolically, which fails on `(x, y)` batches (conditional families)
-      and on a first batch that splits unevenly. vae_zoo models create their variables
-      in `__init__`, so only the optimizer needs building: it is built here and that
-      step skipped (`keras_internals.skip_first_batch_build`).
+      the model symbolically, which fails on a first global batch that does not split
+      evenly over the replicas (e.g. 7 examples on 2: "Inputs to operation AddN ...
+      must have the same size") and, under several workers, on `(x, y)` batches
+      (conditional families). vae_zoo models create their variables in `__init__`, so
+      only the optimizer needs building: it is built here and that step skipped
+      (`keras_internals.skip_first_batch_build`).
+    - Under several workers, Keras averages each step's metrics with
+      `strategy.reduce("MEAN", value, axis=0)`, which fails on scalars ("Invalid
+      reduction dimension 0 for input with 0 dimensions", tensorflow/tensorflow#72388).
+      The model's steps then return `[1]` vectors (`VAE.step_logs_as_vectors`), which
+      that reduction averages back to scalars. Epoch logs are unchanged: Keras reads
+      them from the metrics, summed over every replica.
 
     The changes live on this instance only and are not saved with it.
     """
     strategy = strategy or model.distribute_strategy
-    if not is_multi_worker(strategy):
+    if num_replicas(strategy) < 2 and not is_multi_worker(strategy):
         return model
     if not model.built:
         raise ValueError("prepare_model needs a built model (vae_zoo models build in __init__)")
-    model.step_logs_as_vectors = True
+    if is_multi_worker(strategy):
+        model.step_logs_as_vectors = True
     if model.optimizer is not None and not model.optimizer.built:
         with strategy.scope():
             model.optimizer.build(model.trainable_variables)
@@ -206,6 +209,22 @@ def is_chief(strategy=None) -> bool:
     """Whether this process writes outputs: the "chief" task, else worker 0, else the
     only process (the chief writes run folders; other workers write to temporary ones)."""
     return bool((strategy or tf.distribute.get_strategy()).extended.should_checkpoint)
+
+
+def from_chief(values, strategy=None) -> list[int]:
+    """The chief's `values` (a list of ints) on every worker of a cluster.
+
+    A collective: every worker must call it at the same point of the program (the
+    others' `values` are ignored, only their length counts). Outside multi-worker it
+    returns `values` as they are.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    values = [int(v) for v in values]
+    if not is_multi_worker(strategy):
+        return values
+    row = tf.constant([[int(is_chief(strategy)), *values]], tf.int64)
+    rows = strategy.gather(strategy.run(lambda: tf.identity(row)), axis=0).numpy()
+    return [int(v) for v in rows[rows[:, 0] == 1][0, 1:]]
 
 
 def describe(strategy=None) -> str:

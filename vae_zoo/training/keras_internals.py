@@ -6,7 +6,7 @@ one's behaviour directly, so an upgrade that changes one fails there, by name, r
 than somewhere in a training run.
 
 - `Model._maybe_symbolic_build`: `fit`'s first-batch build, skipped by
-  `skip_first_batch_build` under several workers (vae_zoo models build in
+  `skip_first_batch_build` under several replicas (vae_zoo models build in
   `__init__`).
 - `StrategyExtended._in_multi_worker_mode()`: whether a strategy spans workers
   (`in_multi_worker_mode`).
@@ -24,7 +24,8 @@ def skip_first_batch_build(model):
     """Make `fit` skip its symbolic first-batch build on this instance.
 
     Keras averages the first batch over the replicas to build the model, which fails
-    under several workers for `(x, y)` batches and for a batch that splits unevenly;
-    vae_zoo models create their variables in `__init__`, so nothing is lost.
+    on a batch that splits unevenly over the replicas and, under several workers, on
+    `(x, y)` batches; vae_zoo models create their variables in `__init__`, so nothing
+    is lost.
     """
     object.__setattr__(model, "_maybe_symbolic_build", lambda iterator=None, data_batch=None: None)
