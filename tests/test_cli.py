@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import keras
-import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
@@ -45,15 +44,17 @@ def cvae_run(tmp_path_factory):
 
 
 def grid_shape(png):
-    """(rows, columns) of a grid of 28x28 images with 1-pixel gaps."""
-    height, width = plt.imread(png).shape[:2]
-    return (height + 1) // 29, (width + 1) // 29
+    """(rows, columns) of a grid PNG, as it describes itself ("R rows x C columns of ...")."""
+    from PIL import Image
+
+    words = Image.open(png).text["Description"].split()
+    return int(words[0]), int(words[3])
 
 
 def test_train_writes_run_folder(run_dir):
     names = {p.name for p in run_dir.iterdir()}
     expected = {"model.keras", "recipe.json", "history.csv", "logs", "samples.png",
-                "reconstructions.png", "metrics.json", "latents.png", "images"}
+                "reconstructions.png", "metrics.json", "latents.png", "images", "training.png"}
     assert expected <= names
     header = (run_dir / "history.csv").read_text().splitlines()[0].split(",")
     assert {"loss", "elbo", "reconstruction", "kl", "beta", "val_elbo",

@@ -135,7 +135,7 @@ def test_killed_cluster_resumes_exactly(tmp_path):
         assert f"resuming {run} after epoch 2 from {backup}" in stdout
     assert [json.loads(o[0].strip().splitlines()[-1])["run"] for o in outputs] == [str(run), None]
     with open(run / "history.csv") as f:
-        assert [int(row["epoch"]) for row in csv.DictReader(f)] == list(range(EPOCHS))
+        assert [int(row["epoch"]) for row in csv.DictReader(f)] == list(range(1, EPOCHS + 1))
     assert max_diff(weights(tmp_path / "weights-0.npz"), weights(tmp_path / "weights-1.npz")) == 0.0
     # Nothing left beside the run folder, nor in the workers' temporary folders.
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

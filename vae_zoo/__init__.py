@@ -12,6 +12,11 @@ Layers, each importing only from those above it in this list:
 - `data`: input pipelines, a registry of datasets;
 - `training`: `callbacks`, `distribute`, checkpointing;
 - `drivers`: `recipes`, `runs`, `tuning`, `export`, `cli`.
+
+Started as the `vae-zoo` command (its console script or `python -m vae_zoo`), the
+package imports TensorFlow and the models only when a command needs them, so
+`vae-zoo --help` and `vae-zoo recipes` answer at once; every other command imports
+them before it runs.
 """
 
 import importlib
@@ -21,9 +26,12 @@ import sys
 
 __version__ = "0.1.0"
 
-from vae_zoo._quiet import import_tensorflow  # noqa: E402
+from vae_zoo._quiet import import_tensorflow, quiet_logs, started_as_command  # noqa: E402
 
-import_tensorflow()
+_LIGHT = started_as_command()
+quiet_logs()
+if not _LIGHT:
+    import_tensorflow()
 
 # Public name → module, imported on first attribute access (PEP 562).
 _SUBMODULES = {
@@ -47,8 +55,10 @@ _SUBMODULES = {
     "export": "vae_zoo.drivers.export",
     "cli": "vae_zoo.drivers.cli",
 }
+if _LIGHT:
+    _SUBMODULES["models"] = "vae_zoo.models"
 
-__all__ = ["models", *_SUBMODULES]
+__all__ = ["models", *(name for name in _SUBMODULES if name != "models")]
 
 
 def __getattr__(name):
@@ -84,4 +94,5 @@ if not any(isinstance(finder, _ShortNames) for finder in sys.meta_path):
     sys.meta_path.append(_ShortNames())
 
 
-from vae_zoo import models  # noqa: E402,F401  (registers the serializable classes)
+if not _LIGHT:
+    from vae_zoo import models  # noqa: E402,F401  (registers the serializable classes)

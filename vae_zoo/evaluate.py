@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import math
 
+import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
@@ -93,7 +94,7 @@ def label_out_of_range(model, y):
 
 
 def log_likelihood(model, x, num_samples=1000, batch_size=None, chunk_size=None, seed=0, y=None,
-                   jit_compile=False):
+                   jit_compile=False, verbose=0):
     """Per-example importance-weighted bound on log p(x), in nats.
 
     Args:
@@ -108,6 +109,9 @@ def log_likelihood(model, x, num_samples=1000, batch_size=None, chunk_size=None,
         jit_compile: compile the log-weights of a chunk with XLA. Off by default:
             a chunk is a few large matmuls, which TensorFlow's own (oneDNN) kernels
             run faster on CPU than XLA's (`benchmarks/eval_throughput.py`).
+        verbose: 1 shows a progress bar with the time left (`keras.utils.Progbar`,
+            counting examples; a chunk of k of the K samples of a batch of B examples
+            counts B·k/K), 2 one line when done, 0 nothing.
 
     Returns:
         numpy array `[N]`: log (1/K) Σ_k w_k for each example.
@@ -117,10 +121,28 @@ def log_likelihood(model, x, num_samples=1000, batch_size=None, chunk_size=None,
     batch_size = _count("batch_size", batch_size, min(len(x), 100))
     chunk_size = None if chunk_size is None else _count("chunk_size", chunk_size)
     log_weights_fn = _compiled(model, "log_weights", model.log_importance_weights, jit_compile)
+    if verbose:
+        log_weights_fn = _counted(log_weights_fn, len(x), num_samples, verbose)
     return objectives.iw_log_likelihood(
         log_weights_fn, x, num_samples, model.likelihood_params_per_example, y=y,
         batch_size=batch_size, chunk_size=chunk_size, seed=seed,
     )
+
+
+def _counted(log_weights_fn, examples, num_samples, verbose):
+    """`log_weights_fn` advancing a progress bar over `examples` by each chunk's share."""
+    print(f"importance-weighted log-likelihood, K = {num_samples}:", flush=True)
+    bar = keras.utils.Progbar(examples, verbose=verbose, unit_name="example")
+    done = 0  # importance samples drawn, all examples together
+
+    def counted(x, k, **kwargs):
+        nonlocal done
+        weights = log_weights_fn(x, k, **kwargs)
+        done += int(x.shape[0]) * int(k)
+        bar.update(done / num_samples)  # exactly `examples` after the last chunk
+        return weights
+
+    return counted
 
 
 def elbo(model, x, batch_size=None, seed=0, y=None):
@@ -179,13 +201,15 @@ def posterior_statistics(model, x, y=None, batch_size=500, threshold=0.01):
     }
 
 
-def summarize(model, x, num_samples=1000, seed=0, y=None):
+def summarize(model, x, num_samples=1000, seed=0, y=None, verbose=0):
     """Test ELBO and its terms, IW log-likelihood, bits/dim, active units, KL per dim.
 
-    Returns a dict of floats (and the list "kl_per_dim" when defined).
+    `verbose` shows the progress of the IW log-likelihood, the long part
+    (`log_likelihood`). Returns a dict of floats (and the list "kl_per_dim" when
+    defined).
     """
     terms = elbo(model, x, seed=seed, y=y)
-    ll = log_likelihood(model, x, num_samples=num_samples, seed=seed, y=y)
+    ll = log_likelihood(model, x, num_samples=num_samples, seed=seed, y=y, verbose=verbose)
     stats = posterior_statistics(model, x, y=y)
     dims = math.prod(model.data_shape)
     kl_per_dim = stats["kl_per_dim"]

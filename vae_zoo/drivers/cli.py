@@ -1,13 +1,21 @@
 """`vae-zoo`: train, sample and evaluate from the command line.
 
     vae-zoo train [RECIPE] [--set section.key=value ...] [--output DIR] [--overwrite]
-                  [--resume | --restart] [--quiet]
+                  [--quiet] [--resume | --restart]
                   [--strategy auto|one_device|mirrored|multi_worker]
-    vae-zoo tune [RECIPE] [--set section.key=value ...] [--output DIR] [--overwrite] [--top N]
-    vae-zoo sample RUN_OR_MODEL [-n 64] [--label K] [--seed 0] [--output PNG]
-    vae-zoo evaluate RUN_OR_MODEL [--samples K] [--examples N] [--output JSON]
+    vae-zoo tune [RECIPE] [--set section.key=value ...] [--output DIR] [--overwrite]
+                 [--top 3] [--quiet] [--strategy auto|one_device|mirrored]
+    vae-zoo sample RUN_OR_MODEL_OR_EXPORT [-n 64] [--label K] [--seed 0] [--output PNG]
+    vae-zoo evaluate RUN_OR_MODEL [--samples 1000] [--examples 1000] [--seed 0]
+                     [--output JSON]
     vae-zoo export RUN_OR_MODEL --name NAME [--version N] [--root saved_models]
     vae-zoo recipes
+    vae-zoo list
+
+`vae-zoo` alone prints the usage and exits with status 2, as argparse does for a
+missing argument. `--help`, `recipes` (each packaged recipe with the first sentence of
+its opening comment) and `list` (the registered families, likelihoods, posteriors,
+priors and datasets) answer at once: only the commands that need TensorFlow import it.
 
 Bad input (unknown recipe key, wrong type, missing file, corrupt model, a Keras model
 that is not a vae_zoo VAE) and the machine's faults (an unwritable or full folder) print
@@ -25,9 +33,20 @@ import sys
 from pathlib import Path
 
 from vae_zoo._quiet import import_tensorflow
-from vae_zoo.training.distribute import STRATEGIES
 
 EXIT_USAGE = 2
+EVALUATION_FILE_RULE = (
+    "Without --output the JSON goes beside the model: evaluation.json for a run folder "
+    "or a model.keras file, <stem>-evaluation.json for another .keras file. A model "
+    "that ships with vae_zoo (in its installed package or in the source checkout it "
+    "runs from, run folders excepted) is evaluated without writing anything unless "
+    "--output is given."
+)
+# `vae_zoo.distribute.STRATEGIES`, named here so that building the parser imports no
+# TensorFlow (a test keeps the two equal).
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
+# Commands that need neither TensorFlow nor the models.
+LIGHT_COMMANDS = ("recipes",)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -82,12 +101,15 @@ def _parser():
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--output", help="PNG path (default: samples-<seed>.png beside the model)")
 
-    evaluate = sub.add_parser("evaluate", help="test ELBO and importance-weighted log-likelihood")
+    evaluate = sub.add_parser(
+        "evaluate", help="test ELBO and importance-weighted log-likelihood",
+        epilog=EVALUATION_FILE_RULE,
+    )
     evaluate.add_argument("model", help="run folder or .keras file")
     evaluate.add_argument("--samples", type=int, default=1000, help="importance samples K")
     evaluate.add_argument("--examples", type=int, default=1000, help="test examples")
     evaluate.add_argument("--seed", type=int, default=0)
-    evaluate.add_argument("--output", help="JSON path (default: evaluation.json beside the model)")
+    evaluate.add_argument("--output", help="JSON path (default: beside the model, see below)")
 
     export = sub.add_parser("export", help="write a versioned SavedModel for TF Serving")
     export.add_argument("model", help="run folder or .keras file")
@@ -97,7 +119,9 @@ def _parser():
     export.add_argument("--root", default="saved_models",
                         help="folder holding one base folder per model name (default saved_models)")
 
-    sub.add_parser("recipes", help="list the packaged recipes")
+    sub.add_parser("recipes", help="list the packaged recipes, one line each")
+    sub.add_parser("list", help="list the model families, likelihoods, posteriors, priors "
+                                "and datasets a recipe can name")
     return parser
 
 
@@ -143,11 +167,20 @@ def _cmd_sample(args):
         raise ValueError(
             f"--label needs a conditional model; {path} holds a {type(model).__name__}"
         )
-    images, columns = runs.sample_grid(model, args.num, label=args.label, seed=args.seed)
+    images, columns, row_labels = plots.sample_rows(model, args.num, label=args.label, seed=args.seed)
     tag = "" if args.label is None else f"label{args.label}-"
     output = Path(args.output) if args.output else path.parent / f"samples-{tag}{args.seed}.png"
-    _write_replacing(output, lambda partial: plots.save_grid(images, partial, columns))
+    _write_replacing(output, lambda partial: _save_samples(images, partial, columns, row_labels,
+                                                           args.label))
     print(f"wrote {output}")
+
+
+def _save_samples(images, path, columns, row_labels, label):
+    """A sample grid: rows labelled with their classes, or titled with the one asked for."""
+    from vae_zoo import plots
+
+    title = None if label is None else f"class {label}"
+    plots.save_grid(images, path, columns, row_labels=row_labels, title=title)
 
 
 def _write_replacing(path, write):
@@ -190,6 +223,27 @@ def _eval_data(model_path, model, examples, seed):
     return x, y, recipe["data"]["dataset"]
 
 
+def _shipped_folders() -> list[Path]:
+    """The folders of vae_zoo itself: the package, and the source checkout it runs
+    from (the folder above the package, when that holds pyproject.toml)."""
+    package = Path(__file__).resolve().parents[1]
+    checkout = package.parent
+    return [package] + ([checkout] if (checkout / "pyproject.toml").is_file() else [])
+
+
+def evaluation_path(model_path) -> Path | None:
+    """Where `vae-zoo evaluate` writes its JSON without --output, None for nowhere
+    (`EVALUATION_FILE_RULE`). `model_path` is a `.keras` file (a run folder's
+    `model.keras`)."""
+    model_path = Path(model_path)
+    folder = model_path.parent
+    name = "evaluation.json" if model_path.name == "model.keras" else f"{model_path.stem}-evaluation.json"
+    in_run = (folder / "recipe.json").is_file()
+    if not in_run and any(folder.resolve().is_relative_to(f) for f in _shipped_folders()):
+        return None
+    return folder / name
+
+
 def _cmd_evaluate(args):
     from vae_zoo import evaluate
     from vae_zoo.drivers import runs
@@ -200,12 +254,16 @@ def _cmd_evaluate(args):
     model = runs.load_model(path)
     x, y, dataset = _eval_data(path, model, args.examples, args.seed)
     result = {"model": str(path), "dataset": dataset,
-              **evaluate.summarize(model, x, num_samples=args.samples, seed=args.seed, y=y)}
+              **evaluate.summarize(model, x, num_samples=args.samples, seed=args.seed, y=y,
+                                   verbose=1)}
     width = max(len(k) for k in result)
     for key, value in result.items():
         shown = f"{value:.4f}" if isinstance(value, float) else value
         print(f"{key:<{width}}  {shown}")
-    output = Path(args.output) if args.output else path.parent / "evaluation.json"
+    output = Path(args.output) if args.output else evaluation_path(path)
+    if output is None:
+        print(f"nothing written: {path} ships with vae_zoo; give --output FILE to keep these figures")
+        return
     text = json.dumps(result, indent=2) + "\n"
     _write_replacing(output, lambda partial: partial.write_text(text))
     print(f"wrote {output}")
@@ -216,10 +274,13 @@ def _sample_export(args, folder):
     from vae_zoo.drivers import export
 
     images, columns = export.sample_grid(folder, args.num, label=args.label, seed=args.seed)
+    # columns are given only for one row per class
+    row_labels = None if columns is None else plots.class_labels(len(images) // columns)
     tag = "" if args.label is None else f"label{args.label}-"
     default = f"samples-{folder.parent.name}-{folder.name}-{tag}{args.seed}.png"
     output = Path(args.output) if args.output else Path(default)  # not inside the export
-    _write_replacing(output, lambda partial: plots.save_grid(images, partial, columns))
+    _write_replacing(output, lambda partial: _save_samples(images, partial, columns, row_labels,
+                                                           args.label))
     print(f"wrote {output}")
 
 
@@ -232,15 +293,46 @@ def _cmd_export(args):
     if root.exists() and not root.is_dir():
         raise NotADirectoryError(f"--root {root} is not a folder")
     model = runs.load_model(args.model)
-    target = export.export_for_serving(model, Path(args.root) / args.name, version=args.version)
+    target = export.export_for_serving(model, Path(args.root) / args.name, version=args.version,
+                                       progress=True)
     print(f"exported {target}")
+
+
+def recipe_description(name) -> str:
+    """The first line of a packaged recipe's opening comment ("" if it has none)."""
+    import importlib.resources
+
+    text = (importlib.resources.files("vae_zoo.recipe_files") / f"{name}.toml").read_text(
+        encoding="utf-8")
+    first = text.lstrip().splitlines()[0] if text.strip() else ""
+    return first[1:].strip() if first.startswith("#") else ""
 
 
 def _cmd_recipes(args):
     from vae_zoo.drivers import recipes
 
-    for name in recipes.available():
-        print(name)
+    names = recipes.available()
+    width = max(map(len, names), default=0)
+    for name in names:
+        print(f"{name:<{width}}  {recipe_description(name)}".rstrip())
+
+
+def _cmd_list(args):
+    from vae_zoo import data
+    from vae_zoo.heads import LIKELIHOODS, POSTERIORS, PRIORS
+    from vae_zoo.models import MODELS
+    from vae_zoo.schedules import SCHEDULES
+
+    rows = {
+        "families (model.family)": MODELS.names(),
+        "likelihoods (model.likelihood)": LIKELIHOODS.names(),
+        "posteriors (model.posterior)": POSTERIORS.names(),
+        "priors (model.prior)": PRIORS.names(),
+        "datasets (data.dataset)": list(data.names()),
+        "annealing (annealing.schedule)": SCHEDULES.names(),
+    }
+    for title, names in rows.items():
+        print(f"{title}:\n  " + ", ".join(names))
 
 
 def _print_strategy(recipe):
@@ -287,12 +379,15 @@ def _cmd_tune(args):
 
 
 COMMANDS = {"train": _cmd_train, "sample": _cmd_sample, "evaluate": _cmd_evaluate,
-            "recipes": _cmd_recipes, "export": _cmd_export, "tune": _cmd_tune}
+            "recipes": _cmd_recipes, "export": _cmd_export, "tune": _cmd_tune,
+            "list": _cmd_list}
 
 
 def _faults() -> tuple:
     """The exceptions that are bad input or the machine's state (a missing, unwritable or
     full folder), not a bug: each becomes one line (`_one_line`)."""
+    if "tensorflow" not in sys.modules:  # a light command: no TensorFlow error to catch
+        return (ValueError, OSError, RuntimeError)
     import tensorflow as tf
 
     return (ValueError, OSError, RuntimeError, tf.errors.ResourceExhaustedError,
@@ -307,10 +402,18 @@ def _one_line(error) -> str:
 
 
 def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
-    # Under TF_CONFIG the MultiWorkerMirroredStrategy must exist before the devices
-    # initialize ("Collective ops must be configured at program startup").
-    import_tensorflow(init_devices=not os.environ.get("TF_CONFIG"))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = _parser()
+    if not argv:  # argparse's way with a missing argument: the usage, status 2
+        parser.print_usage(sys.stderr)
+        print("vae-zoo: error: give a command; vae-zoo --help describes them", file=sys.stderr)
+        return EXIT_USAGE
+    args = parser.parse_args(argv)
+    if args.command not in LIGHT_COMMANDS:
+        # Under TF_CONFIG the MultiWorkerMirroredStrategy must exist before the devices
+        # initialize ("Collective ops must be configured at program startup").
+        import_tensorflow(init_devices=not os.environ.get("TF_CONFIG"))
+        import vae_zoo.models  # noqa: F401  (registers the models with Keras)
     try:
         COMMANDS[args.command](args)
     except _faults() as error:

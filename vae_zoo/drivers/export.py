@@ -24,6 +24,7 @@ import shutil
 import uuid
 from pathlib import Path
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -182,7 +183,7 @@ def _publish(staging, base_dir, version):
 
 
 def export_for_serving(model, base_dir, version=None, max_samples=DEFAULT_MAX_SAMPLES,
-                       verbose=False) -> Path:
+                       verbose=False, progress=False) -> Path:
     """Write the model as SavedModel version `base_dir/<version>/` for TF Serving.
 
     Args:
@@ -193,6 +194,9 @@ def export_for_serving(model, base_dir, version=None, max_samples=DEFAULT_MAX_SA
         max_samples: the largest `num_samples` the `sample` and `log_likelihood`
             signatures accept (bounds a request's memory and time).
         verbose: let Keras print the endpoints it wrote.
+        progress: show a progress bar over the export's stages (tracing the
+            signatures, writing the SavedModel, its metadata and the move into
+            place), with the time left (`keras.utils.Progbar`).
 
     Returns:
         The version folder's path.
@@ -215,14 +219,19 @@ def export_for_serving(model, base_dir, version=None, max_samples=DEFAULT_MAX_SA
     _remove_stale_staging(base_dir)
     staging = base_dir / f"{STAGING_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
     lock = FileLock(_lock_of(staging), f"export {staging}").acquire()
+    bar = keras.utils.Progbar(3, verbose=1 if progress else 0, unit_name="stage")
     try:
         archive, functions = signatures.archive(model, max_samples)
+        bar.update(1)
         archive.write_out(str(staging), verbose=verbose)
+        bar.update(2)
         record = signatures.describe_export(model, functions, max_samples)
         (staging / METADATA_PATH).parent.mkdir(parents=True, exist_ok=True)
         (staging / METADATA_PATH).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         fsync_tree(staging)
-        return _publish(staging, base_dir, version)
+        target = _publish(staging, base_dir, version)
+        bar.update(3)
+        return target
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

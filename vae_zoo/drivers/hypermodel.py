@@ -18,7 +18,7 @@ import numpy as np
 from vae_zoo import data
 from vae_zoo.drivers import recipes, runs
 from vae_zoo.training import distribute
-from vae_zoo.training.callbacks import IWLogLikelihood
+from vae_zoo.training.callbacks import IWLogLikelihood, ProgressBar
 
 OBJECTIVE_METRICS = {"elbo": "val_elbo", "log_likelihood": "val_log_likelihood"}
 PROJECT = "search"  # keras-tuner's project folder inside the output folder
@@ -218,7 +218,7 @@ class VAEHyperModel(keras_tuner.HyperModel):
         train, validation, x_val, y_val = self.datasets(distribute.num_replicas(strategy))
         # The β schedule is the model's, of the optimizer's step: a trial that Hyperband
         # continues from a checkpoint continues its schedule too.
-        own = []
+        own = [ProgressBar()]  # a trial's bar never counts past its epoch
         if recipe["tune"]["objective"] == "log_likelihood":
             own.append(IWLogLikelihood(x_val, y_val, recipe["tune"]["num_samples"],
                                        seed=recipe["tune"]["seed"]))

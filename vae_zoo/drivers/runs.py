@@ -4,11 +4,13 @@ A run folder holds:
 - `model.keras`: the trained model (`keras.models.load_model` needs no custom objects);
 - `recipe.json`: the complete recipe, defaults filled in;
 - `history.csv`: per-epoch metrics (`loss`, `elbo`, `reconstruction`, `kl`, `beta`
-  and their `val_` twins on the test split);
+  and their `val_` twins on the test split), epochs numbered from 1 as on the console;
+- `training.png`: ELBO, reconstruction and KL per epoch, train and test;
 - `logs/`: TensorBoard event files;
 - `samples.png`: decoder means of z drawn from the prior (for a class-conditional
-  model, one row per class);
-- `reconstructions.png`: test inputs, each row followed by its reconstructions;
+  model, one labelled row per class);
+- `reconstructions.png`: test inputs, each row followed by its reconstructions
+  (rows labelled);
 - `metrics.json`: test ELBO, its terms, importance-weighted log-likelihood, bits/dim.
 
 The folder is written under a temporary name beside the target, `.<name>.partial`, and
@@ -51,6 +53,7 @@ before training stops the others with one line.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -68,7 +71,9 @@ from vae_zoo import evaluate, plots
 from vae_zoo.data import first_examples
 from vae_zoo.drivers import recipes as recipes_lib
 from vae_zoo.training import distribute
-from vae_zoo.training.callbacks import CollapseDiagnostics, ImageGrids, StopOnNaN
+from vae_zoo.training.callbacks import (
+    CollapseDiagnostics, EpochCSVLogger, ImageGrids, ProgressBar, StopOnNaN,
+)
 from vae_zoo.training.checkpointing import (  # noqa: F401 (TrainingDiverged: re-exported)
     AtomicModelCheckpoint, DamagedCheckpoint, EpochCheckpoint, FileLock, TrainingDiverged, check_finite,
     checkpoint_metadata, fsync_folder, fsync_tree, restore_checkpoint, write_json,
@@ -107,23 +112,11 @@ def sample_grid(model, n, label=None, seed=0):
 
     Returns:
         `(images [N, *input_shape], columns)`: n prior samples; n samples of `label`;
-        or, for a class-conditional model without `label`, one row per class.
+        or, for a class-conditional model without `label`, one row per class
+        (`vae_zoo.plots.sample_rows` also gives the rows' labels).
     """
-    if not model.conditional:
-        if label is not None:
-            raise ValueError(f"a label needs a conditional model, not a {type(model).__name__}")
-        return model.sample(n, seed=seed).numpy(), None
-    num_classes = getattr(model, "num_classes", None)
-    if num_classes is None:
-        raise ValueError(
-            f"{type(model).__name__} is conditioned on vectors, not class labels; draw "
-            "from it with model.sample(n, y=...)"
-        )
-    if label is not None:
-        return model.sample(n, y=label, seed=seed).numpy(), None
-    per_class = max(1, n // num_classes)
-    labels = np.repeat(np.arange(num_classes), per_class)  # [num_classes * per_class]
-    return model.sample(len(labels), y=labels, seed=seed).numpy(), per_class
+    images, columns, _ = plots.sample_rows(model, n, label=label, seed=seed)
+    return images, columns
 
 
 def _monitoring_callbacks(recipe, model, x_test, y_test, folder):
@@ -135,10 +128,11 @@ def _monitoring_callbacks(recipe, model, x_test, y_test, folder):
             x_test[:500], None if y_test is None else y_test[:500], log_dir=folder / "logs"
         ))
     if out["images_every"] and plots.is_image_shape(model.data_shape):
+        shown = plots.RECONSTRUCTED  # the same rows as the final reconstructions.png
         chosen.append(ImageGrids(
-            x_test[:16], None if y_test is None else y_test[:16], output_dir=folder / "images",
+            x_test[:shown], None if y_test is None else y_test[:shown], output_dir=folder / "images",
             log_dir=folder / "logs", every=out["images_every"],
-            num_samples=min(out["grid_size"], 64),
+            num_samples=out["grid_size"],
         ))
     return chosen
 
@@ -397,8 +391,9 @@ def _fit_callbacks(recipe, model, staging, x_test, y_test, resumed_epoch, chief)
     if resumed_epoch:
         best = _cut_history(staging / "history.csv", resumed_epoch)
     chosen = [StopOnNaN()] + _monitoring_callbacks(recipe, model, x_test, y_test, staging) + [
-        keras.callbacks.CSVLogger(str(staging / "history.csv"), append=bool(resumed_epoch)),
+        EpochCSVLogger(str(staging / "history.csv"), append=bool(resumed_epoch)),
         keras.callbacks.TensorBoard(log_dir=str(staging / "logs")),
+        ProgressBar(),  # Keras' bar, not past the epoch's steps (steps_per_execution)
     ]
     if chief:
         chosen.append(AtomicModelCheckpoint(staging / "best.keras", monitor="val_loss",
@@ -408,16 +403,25 @@ def _fit_callbacks(recipe, model, staging, x_test, y_test, resumed_epoch, chief)
 
 
 def _write_results(recipe, model, staging, x_test, labels, y_test):
-    """metrics.json and the pictures of a trained model."""
+    """metrics.json and the pictures of a trained model: training curves from
+    history.csv, prior samples, reconstructions and the latent scatter."""
     metrics = {"epochs": recipe["train"]["epochs"]}
     num_samples = recipe["evaluate"]["num_samples"]
     if num_samples:
-        metrics.update(evaluate.summarize(model, x_test, num_samples=num_samples, y=y_test))
+        # fit's verbosity (Keras keeps it in the History's params): a bar unless --quiet
+        verbose = getattr(getattr(model, "history", None), "params", {}).get("verbose", 0)
+        metrics.update(evaluate.summarize(model, x_test, num_samples=num_samples, y=y_test,
+                                          verbose=verbose))
     write_json(staging / "metrics.json", metrics)
+    with open(staging / "history.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    history = {key: [plots.number(row[key]) for row in rows] for key in (rows[0] if rows else ())}
+    plots.save_training_curves(history, staging / "training.png")
     if plots.is_image_shape(model.data_shape):
-        images, columns = sample_grid(model, recipe["output"]["grid_size"], seed=0)
-        plots.save_grid(images, staging / "samples.png", columns)
-        shown = min(len(x_test), 32)
+        images, columns, row_labels = plots.sample_rows(model, recipe["output"]["grid_size"], seed=0)
+        plots.save_grid(images, staging / "samples.png", columns, row_labels=row_labels,
+                        title="prior samples")
+        shown = min(len(x_test), plots.RECONSTRUCTED)
         y_shown = None if y_test is None else y_test[:shown]
         plots.save_reconstructions(
             x_test[:shown], model.reconstruct(x_test[:shown], y_shown).numpy(),

@@ -11,6 +11,8 @@
   the epoch logs (an objective for keras-tuner).
 - `StopOnNaN` stops training at the first non-finite loss or weight, raising
   `TrainingDiverged`.
+- `ProgressBar`: Keras' progress bar, which never counts past the epoch's steps under
+  `steps_per_execution`; `EpochCSVLogger`: Keras' CSV log with epochs counted from 1.
 """
 
 from __future__ import annotations
@@ -251,17 +253,53 @@ class CollapseDiagnostics(keras.callbacks.Callback):
             self._writer = None
 
 
+class ProgressBar(keras.callbacks.ProgbarLogger):
+    """Keras' progress bar (`keras.callbacks.ProgbarLogger`), which never counts past
+    the epoch's number of steps.
+
+    With `compile(steps_per_execution=N)` Keras calls the batch hooks once every N
+    steps with the index of the call's last step, also for an epoch's last call, which
+    runs fewer: at 40 steps an epoch and N = 32 its own bar shows `64/40` and a
+    negative ETA before `40/40`. This one stops the count at the epoch's steps. Given
+    to `fit` among the callbacks, it takes the place of Keras' own; it follows `fit`'s
+    `verbose` like that one.
+    """
+
+    def _within(self, batch):
+        return batch if not self.target else min(batch, self.target - 1)
+
+    def on_train_batch_end(self, batch, logs=None):
+        super().on_train_batch_end(self._within(batch), logs)
+
+    def on_test_batch_end(self, batch, logs=None):
+        super().on_test_batch_end(self._within(batch), logs)
+
+    def on_predict_batch_end(self, batch, logs=None):
+        super().on_predict_batch_end(self._within(batch), logs)
+
+
+class EpochCSVLogger(keras.callbacks.CSVLogger):
+    """Keras' `CSVLogger` with epochs numbered from 1, as the progress bar, the
+    per-epoch image files and the checkpoints count them."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch + 1, logs)
+
+
 class ImageGrids(keras.callbacks.Callback):
     """Per-epoch PNG grids of prior samples, reconstructions and latent interpolations.
 
-    Files `epoch_001_samples.png`, `epoch_001_reconstructions.png` (each row of inputs
-    followed by its reconstructions) and `epoch_001_interpolations.png` (each row walks
-    linearly between the posterior means of two inputs) go to `output_dir`; the same
-    images go to TensorBoard under `log_dir/images` when `log_dir` is given.
+    Files `epoch_001_samples.png` (one labelled row per class for a class-conditional
+    model), `epoch_001_reconstructions.png` (each row of inputs followed by its
+    reconstructions, labelled) and `epoch_001_interpolations.png` (each row walks
+    linearly between the posterior means of two inputs) go to `output_dir`, drawn like
+    a run's final pictures (`vae_zoo.plots.save_grid`) with the epoch in the title; the
+    same images go to TensorBoard under `log_dir/images` when `log_dir` is given.
 
     Args:
-        x: a few inputs `[N, H, W, C]` (N ≥ 2) to reconstruct and interpolate between.
-        y: their labels, for conditional models (samples then cycle through them).
+        x: a few inputs `[N, H, W, C]` (2 ≤ N ≤ `plots.RECONSTRUCTED`, more are cut) to
+            reconstruct and interpolate between (at most 8 pairs).
+        y: their labels, for conditional models.
         output_dir, log_dir: where to write (either may be None).
         every: every this many epochs; num_samples: prior samples per grid;
         steps: interpolation points per row; seed: fixed prior draws across epochs.
@@ -270,21 +308,23 @@ class ImageGrids(keras.callbacks.Callback):
     def __init__(self, x, y=None, output_dir=None, log_dir=None, every=1, num_samples=64,
                  steps=8, seed=0):
         super().__init__()
-        self.x = np.asarray(x, dtype=np.float32)[:16]
-        self.y = None if y is None else np.asarray(y)[:16]
+        self.x = np.asarray(x, dtype=np.float32)[:plots.RECONSTRUCTED]
+        self.y = None if y is None else np.asarray(y)[:plots.RECONSTRUCTED]
         self.output_dir = Path(output_dir) if output_dir else None
         self.log_dir = log_dir
         self.every, self.num_samples, self.steps, self.seed = int(every), num_samples, steps, seed
         self._writer = None
+        self._layout = (None, None)  # the samples' columns and row labels (grids())
 
     def grids(self):
         """{"samples", "reconstructions", "interpolations"}: `[N, H, W, C]` arrays in [0, 1]."""
         model, y = self.model, self.y if self.model.conditional else None
-        if y is not None:
+        self._layout = (None, None)
+        if y is not None and getattr(model, "num_classes", None) is None:  # vector conditions
             samples = model.sample(self.num_samples, y=np.resize(y, self.num_samples), seed=self.seed)
-        else:
-            samples = model.sample(self.num_samples, seed=self.seed)
-        pairs = len(self.x) // 2
+        else:  # as the run's samples.png: one row per class for class labels
+            samples, *self._layout = plots.sample_rows(model, self.num_samples, seed=self.seed)
+        pairs = min(len(self.x) // 2, 8)
         z = np.asarray(model.encode(self.x, y).mean())
         t = np.linspace(0.0, 1.0, self.steps).reshape((1, -1) + (1,) * (z.ndim - 1))
         path = z[0 : 2 * pairs : 2, None] * (1 - t) + z[1 : 2 * pairs : 2, None] * t
@@ -300,15 +340,24 @@ class ImageGrids(keras.callbacks.Callback):
         if (epoch + 1) % self.every:
             return
         grids = self.grids()
+        pairs, columns = plots.interleave_rows(self.x, grids["reconstructions"])
+        columns_of_samples, row_labels = self._layout
         images = {
-            "samples": plots.tile(grids["samples"]),
-            "reconstructions": plots.tile(*plots.interleave_rows(self.x, grids["reconstructions"])),
+            "samples": plots.tile(grids["samples"], columns_of_samples),
+            "reconstructions": plots.tile(pairs, columns),
             "interpolations": plots.tile(grids["interpolations"], self.steps),
         }
         if self.output_dir is not None:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            for kind, grid in images.items():
-                plots.save_array(grid, self.output_dir / f"epoch_{epoch + 1:03d}_{kind}.png")
+            name = f"epoch_{epoch + 1:03d}_{{}}.png"
+            plots.save_grid(grids["samples"], self.output_dir / name.format("samples"),
+                            columns_of_samples, row_labels=row_labels,
+                            title=f"prior samples, epoch {epoch + 1}")
+            plots.save_reconstructions(self.x, grids["reconstructions"],
+                                       self.output_dir / name.format("reconstructions"),
+                                       title=f"epoch {epoch + 1}")
+            plots.save_grid(grids["interpolations"], self.output_dir / name.format("interpolations"),
+                            self.steps, title=f"interpolations, epoch {epoch + 1}")
         if self.log_dir:
             if self._writer is None:
                 self._writer = tf.summary.create_file_writer(str(Path(self.log_dir) / "images"))
