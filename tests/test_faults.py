@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from vae_zoo import cli, export, runs
+from vae_zoo.drivers import run_folder
 from vae_zoo.models import MODELS
 
 # Subprocesses, several devices or whole runs: out of the quick `-m "not slow"` loop.
@@ -306,7 +307,7 @@ def test_a_live_writer_of_the_same_run_folder_is_refused(tmp_path, capsys):
     from vae_zoo.training.checkpointing import FileLock
 
     output = tmp_path / "run"
-    lock = FileLock(runs._lock_path(output), "held").acquire()  # another writer
+    lock = FileLock(run_folder.lock_path(output), "held").acquire()  # another writer
     try:
         message = _one_line_error(["train", *TINY, "--output", str(output)], capsys)
     finally:
@@ -314,9 +315,9 @@ def test_a_live_writer_of_the_same_run_folder_is_refused(tmp_path, capsys):
     assert message.startswith(f"run folder {runs.staging_path(output)} is being written by "
                               f"process {os.getpid()} on ")
     # a lock file left by a dead process (its PID now another live process) blocks nothing
-    runs._lock_path(output).write_text(f"process {os.getppid()} on this host (since then)")
+    run_folder.lock_path(output).write_text(f"process {os.getppid()} on this host (since then)")
     assert cli.main(["train", *TINY, "--set", "train.epochs=1", "--output", str(output)]) == 0
-    assert not runs._lock_path(output).exists()
+    assert not run_folder.lock_path(output).exists()
 
 
 @pytest.fixture(scope="module")
@@ -730,7 +731,7 @@ def test_sigkill_while_finishing_then_rerun_completes(point, tmp_path):
                             capture_output=True, text=True, env=_env(), timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     if point == "finish_mid_swap":
-        assert not output.exists() and runs._old_path(output).exists()
+        assert not output.exists() and run_folder.old_path(output).exists()
     else:
         assert (output / "old.txt").exists()
     assert cli.main(["train", *command[1:]]) == 0

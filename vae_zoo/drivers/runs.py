@@ -16,8 +16,8 @@ A run folder holds:
 The folder is written under a temporary name beside the target, `.<name>.partial`, and
 moved into place when complete, so an interrupted run never leaves a half-written run
 folder, and an existing folder is never replaced unless `overwrite=True`. One process
-at a time writes it: an OS lock on `.<name>.lock` (`checkpointing.FileLock`), which
-ends with its process however that ends.
+at a time writes it: an OS lock on `.<name>.lock`, which ends with its process however
+that ends. `vae_zoo.drivers.run_folder` holds these steps.
 
 Resume: the staging name depends only on the target, and holds `backup/`, a verified
 checkpoint (`checkpointing.EpochCheckpoint`: model and optimizer variables, SHA-256 in
@@ -26,7 +26,7 @@ Rerunning the same command after a crash or a kill continues from the last finis
 epoch (history.csv is cut back to the epochs the checkpoint holds, so no epoch is lost
 or counted twice); a damaged checkpoint falls back to the previous one. A rerun whose
 recipe differs stops with one line naming the changes: `resume=True` continues with
-changed training-only keys (`RESUMABLE_CHANGES`), `restart=True` discards the
+changed training-only keys (`run_folder.RESUMABLE_CHANGES`), `restart=True` discards the
 checkpoint. `best.keras` (lowest `val_loss` so far) is also kept, written atomically,
 and ends in the run folder. Finishing (results flushed and marked finished, then the
 move into place, swapping an old folder out last) is recoverable at every step: the
@@ -54,11 +54,7 @@ before training stops the others with one line.
 from __future__ import annotations
 
 import csv
-import hashlib
-import json
-import os
 import shutil
-import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -70,14 +66,15 @@ import tensorflow as tf
 from vae_zoo import evaluate, plots
 from vae_zoo.data import first_examples
 from vae_zoo.drivers import recipes as recipes_lib
+from vae_zoo.drivers import run_folder
+from vae_zoo.drivers.run_folder import staging_path  # noqa: F401 (re-exported)
 from vae_zoo.training import distribute
 from vae_zoo.training.callbacks import (
     CollapseDiagnostics, EpochCSVLogger, ImageGrids, ProgressBar, StopOnNaN,
 )
 from vae_zoo.training.checkpointing import (  # noqa: F401 (TrainingDiverged: re-exported)
-    AtomicModelCheckpoint, DamagedCheckpoint, EpochCheckpoint, FileLock, TrainingDiverged, check_finite,
-    checkpoint_metadata, fsync_folder, fsync_tree, restore_checkpoint, write_json,
-    write_json_atomic,
+    AtomicModelCheckpoint, DamagedCheckpoint, EpochCheckpoint, TrainingDiverged, check_finite,
+    checkpoint_metadata, restore_checkpoint, write_json,
 )
 
 RUNS_DIR = "runs"
@@ -167,229 +164,13 @@ def check_data(recipe, model, *arrays):
             )
 
 
-# Keys a rerun may change and still continue the checkpoint (with --resume): they
-# change how training goes on, not what is being trained. Any other change needs
-# --restart.
-RESUMABLE_CHANGES = {
-    "train": ("epochs", "learning_rate", "jit_compile", "steps_per_execution"),
-    "annealing": None,  # None: every key of the section
-    "evaluate": None,
-    "output": None,
-    "tune": None,
-}
-FINISHED = ".finished"  # in a staging folder: its results are complete
-
-
-def staging_path(output) -> Path:
-    """The staging folder of a run folder: stable across reruns, so a rerun resumes."""
-    output = Path(output)
-    return output.parent / f".{output.name}.partial"
-
-
-def _lock_path(output) -> Path:
-    output = Path(output)
-    return output.parent / f".{output.name}.lock"
-
-
-def _old_path(output) -> Path:
-    """Where `--overwrite` moves the old run folder while it swaps the new one in."""
-    output = Path(output)
-    return output.parent / f".{output.name}.old"
-
-
-def _backup(staging) -> Path:
-    return staging / "backup"
-
-
-def _has_checkpoint(staging) -> bool:
-    return checkpoint_metadata(_backup(staging)) is not None
-
-
-def _changed_keys(saved, recipe):
-    """`section.key` names whose values differ between two recipes, with both values."""
-    changed = []
-    for section in sorted(set(saved) | set(recipe)):
-        a, b = saved.get(section, {}), recipe.get(section, {})
-        if not isinstance(a, dict) or not isinstance(b, dict):
-            if a != b:
-                changed.append((section, a, b))
-            continue
-        for key in sorted(set(a) | set(b)):
-            if a.get(key) != b.get(key):
-                changed.append((f"{section}.{key}", a.get(key), b.get(key)))
-    return changed
-
-
-def _resumable(name) -> bool:
-    section, _, key = name.partition(".")
-    if section not in RESUMABLE_CHANGES:
-        return False
-    keys = RESUMABLE_CHANGES[section]
-    return keys is None or key in keys
-
-
-def _resume_decision(staging, recipe, resume, restart):
-    """Whether to continue `staging`'s checkpoint: True, False (start afresh), or a
-    one-line `ValueError` when the recipe changed and neither flag says what to do.
-    Reads files only, so every worker of a cluster decides alike."""
-    if restart or not _has_checkpoint(staging):
-        return False
-    try:
-        saved = json.loads((staging / "recipe.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False  # a checkpoint without its recipe cannot be trusted
-    changed = _changed_keys(saved, json.loads(json.dumps(recipe)))
-    if not changed:
-        return True
-    epoch = checkpoint_metadata(_backup(staging))["epoch"]
-    listed = ", ".join(f"{name} {old!r} -> {new!r}" for name, old, new in changed[:4])
-    listed += f" and {len(changed) - 4} more" if len(changed) > 4 else ""
-    fixed = [name for name, _, _ in changed if not _resumable(name)]
-    if not fixed and resume:
-        print(f"continuing the checkpoint with changed training settings: {listed}", flush=True)
-        return True
-    advice = ("pass --resume to continue it with the new values, or --restart to discard it"
-              if not fixed else
-              f"{', '.join(fixed)} cannot change in a resumed run; pass --restart to discard "
-              "it, or use another --output")
-    raise ValueError(f"{staging} holds a checkpoint after epoch {epoch} of a different recipe "
-                     f"({listed}); {advice}")
-
-
-def _cut_history(path, epochs):
-    """Keep the header and the first `epochs` rows of a CSV log; the best val_loss in
-    them (None if there is none)."""
-    if not path.is_file():
-        return None
-    lines = path.read_text().splitlines(keepends=True)
-    kept = lines[: 1 + epochs]
-    if kept and not kept[-1].endswith("\n"):
-        kept = kept[:-1]  # a row cut off by the kill
-    path.write_text("".join(kept))
-    header = kept[0].rstrip("\n").split(",") if kept else []
-    if "val_loss" not in header:
-        return None
-    column = header.index("val_loss")
-    values = [float(row.split(",")[column]) for row in kept[1:]]
-    finite = [v for v in values if np.isfinite(v)]
-    return min(finite) if finite else None
-
-
-def _finish_interrupted(output, overwrite) -> bool:
-    """Complete the finishing of a run a crash interrupted; True when `output` now
-    holds that finished run (nothing to train). Every step of `_publish` leaves a state
-    this recognizes, so rerunning the same command always ends with one run folder
-    and no leftovers."""
-    staging, old = staging_path(output), _old_path(output)
-    finished = (staging / FINISHED).is_file()
-    if old.exists():
-        if output.exists():  # the swap was done; only the old copy is left
-            shutil.rmtree(old)
-        elif finished:  # killed between moving the old folder aside and the new one in
-            _rename(staging, output)
-            shutil.rmtree(old)
-            (output / FINISHED).unlink(missing_ok=True)
-            print(f"finished {output} (its results were complete; the old folder is removed)")
-            return True
-        else:  # cannot happen with _publish's order; never lose the old folder
-            _rename(old, output)
-    if not finished:
-        return False
-    if output.exists() and not overwrite:
-        raise FileExistsError(f"run folder {output} already exists and {staging} holds a "
-                              "finished run (use --overwrite to replace it)")
-    _publish(staging, output)
-    print(f"finished {output} (its results were complete in {staging})")
-    return True
-
-
-def _rename(source, target):
-    os.rename(source, target)
-    fsync_folder(Path(target).parent)
-
-
-def _publish(staging, output):
-    """Move the finished staging folder into place (swapping an old one out last).
-
-    The results are flushed and marked finished first, so from then on a rerun of the
-    same command completes these steps instead of training again."""
-    fsync_tree(staging)
-    write_json_atomic(staging / FINISHED, {"finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
-    shutil.rmtree(_backup(staging), ignore_errors=True)
-    if output.exists():  # overwrite=True: swap the old folder out only now
-        old = _old_path(output)
-        _rename(output, old)
-        _rename(staging, output)
-        shutil.rmtree(old)
-    else:
-        _rename(staging, output)
-    (output / FINISHED).unlink(missing_ok=True)
-
-
-def _worker_folder(output, task) -> Path:
-    """The temporary folder a non-chief worker writes for the run folder `output`: one
-    name per run folder and task, so a restarted worker replaces what a killed one left."""
-    digest = hashlib.sha256(str(Path(output).resolve()).encode()).hexdigest()[:16]
-    task_type, task_id = task
-    return Path(tempfile.gettempdir()) / f"vae_zoo-worker-{task_type}-{task_id}-{digest}"
-
-
-def _open_staging(output, overwrite, recipe, resume, restart):
-    """The chief's staging folder beside the run folder, and the checkpoint folder to
-    resume from (None: start afresh)."""
-    if output.exists() and not overwrite:
-        raise FileExistsError(f"run folder {output} already exists (use --overwrite to replace it)")
-    staging = staging_path(output)
-    resume_from = _backup(staging) if _resume_decision(staging, recipe, resume, restart) else None
-    if staging.is_dir() and resume_from is None:
-        shutil.rmtree(staging)
-    staging.mkdir(exist_ok=True)
-    return staging, resume_from
-
-
-# What the chief tells the other workers before training (`distribute.from_chief`).
-_TRAIN, _RESUME, _DONE, _FAILED = 0, 1, 2, 3
-
-
-def _start(output, overwrite, recipe, resume, restart, strategy, chief, lock):
-    """(folder this process writes, checkpoint folder to resume from or None), or
-    (None, None) when there is nothing to train (an interrupted finishing completed).
-
-    The chief takes the lock and decides from the files; then it tells the other
-    workers, which wait for it, so every worker does what the chief does whenever it
-    starts, whatever the chief changes meanwhile. They write their files to a temporary
-    folder (`_worker_folder`, emptied first) and resume from the chief's checkpoint."""
-    if not chief:
-        action = distribute.from_chief([_FAILED], strategy)[0]
-        if action == _FAILED:
-            raise RuntimeError("the chief stopped before training (see its error)")
-        if action == _DONE:
-            return None, None
-        folder = _worker_folder(output, distribute.task(strategy))
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
-        return folder, _backup(staging_path(output)) if action == _RESUME else None
-    try:
-        lock.acquire()
-        if _finish_interrupted(output, overwrite):
-            staging, checkpoint, action = None, None, _DONE
-        else:
-            staging, checkpoint = _open_staging(output, overwrite, recipe, resume, restart)
-            action = _TRAIN if checkpoint is None else _RESUME
-    except BaseException:
-        distribute.from_chief([_FAILED], strategy)
-        raise
-    distribute.from_chief([action], strategy)
-    return staging, checkpoint
-
-
 def _fit_callbacks(recipe, model, staging, x_test, y_test, resumed_epoch, chief):
     """The recipe's callbacks in order: the divergence guard first (nothing after it
     runs on a diverged batch or epoch); the CSV row of an epoch before its checkpoint,
     so a resumed run cuts history.csv back to the checkpoint and loses no row."""
     best = None
     if resumed_epoch:
-        best = _cut_history(staging / "history.csv", resumed_epoch)
+        best = run_folder.cut_history(staging / "history.csv", resumed_epoch)
     chosen = [StopOnNaN()] + _monitoring_callbacks(recipe, model, x_test, y_test, staging) + [
         EpochCSVLogger(str(staging / "history.csv"), append=bool(resumed_epoch)),
         keras.callbacks.TensorBoard(log_dir=str(staging / "logs")),
@@ -399,7 +180,7 @@ def _fit_callbacks(recipe, model, staging, x_test, y_test, resumed_epoch, chief)
         chosen.append(AtomicModelCheckpoint(staging / "best.keras", monitor="val_loss",
                                             save_best_only=True, initial_value_threshold=best))
     # every worker saves; only the chief's staging folder is kept
-    return chosen + [EpochCheckpoint(_backup(staging))]
+    return chosen + [EpochCheckpoint(run_folder.checkpoint_folder(staging))]
 
 
 def _write_results(recipe, model, staging, x_test, labels, y_test):
@@ -447,11 +228,19 @@ def _restore(model, strategy, checkpoint, recipe):
     return epoch
 
 
+def _kept(staging, chief):
+    """Where the last good checkpoint is kept, as a message says it (None: nowhere)."""
+    if not (chief and staging is not None and run_folder.has_checkpoint(staging)):
+        return None
+    backup = run_folder.checkpoint_folder(staging)
+    return f"last good checkpoint (epoch {checkpoint_metadata(backup)['epoch']}) kept at {backup}"
+
+
 def _diverged_message(error, staging, chief):
-    kept = (f"last good checkpoint (epoch {checkpoint_metadata(_backup(staging))['epoch']}) "
-            f"kept at {_backup(staging)}; lower train.learning_rate and rerun with --resume"
-            if chief and _has_checkpoint(staging) else "no epoch finished, nothing kept")
-    return f"{error}; {kept}"
+    kept = _kept(staging, chief)
+    advice = (f"{kept}; lower train.learning_rate and rerun with --resume" if kept
+              else "no epoch finished, nothing kept")
+    return f"{error}; {advice}"
 
 
 def train(recipe, output=None, overwrite=False, verbose=1, callbacks=(), resume=False,
@@ -485,49 +274,42 @@ def train(recipe, output=None, overwrite=False, verbose=1, callbacks=(), resume=
     chief = distribute.is_chief(strategy)
     output = Path(output) if output else default_output(recipe)
     output.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(_lock_path(output), f"run folder {staging_path(output)}")
+    lock = run_folder.lock(output)
     staging = None
     try:
-        staging, checkpoint = _start(output, overwrite, recipe, resume, restart, strategy,
-                                     chief, lock)
+        staging, checkpoint = run_folder.start(output, overwrite, recipe, resume, restart,
+                                               strategy, chief, lock)
         if staging is None:
             return output if chief else None
         _train_in(recipe, strategy, chief, staging, checkpoint, output, verbose, callbacks)
         if not chief:
             shutil.rmtree(staging, ignore_errors=True)
             return None
-        _publish(staging, output)
+        run_folder.publish(staging, output)
     except TrainingDiverged as error:
-        _clean_up(staging, chief)
+        run_folder.clean_up(staging, chief)
         raise TrainingDiverged(error.epoch, error.batch, error.cause,
                                _diverged_message(error, staging, chief)) from None
     except (OSError, tf.errors.OpError) as error:  # full disk, read-only folder, ...
-        _clean_up(staging, chief)
-        if not (chief and staging is not None and _has_checkpoint(staging)):
+        run_folder.clean_up(staging, chief)
+        kept = _kept(staging, chief)
+        if kept is None:
             raise
-        raise RunStopped(
-            f"{describe_error(error)}; last good checkpoint (epoch "
-            f"{checkpoint_metadata(_backup(staging))['epoch']}) kept at {_backup(staging)}; "
-            "rerun the same command to resume") from error
+        raise RunStopped(f"{describe_error(error)}; {kept}; rerun the same command to "
+                         "resume") from error
     except BaseException:
-        _clean_up(staging, chief)
+        run_folder.clean_up(staging, chief)
         raise
     finally:
         lock.release()
     return output
 
 
-def _clean_up(staging, chief):
-    """After a failure: keep a chief's staging folder that holds a checkpoint (a rerun
-    resumes from it); remove anything else this process staged."""
-    if staging is not None and not (chief and _has_checkpoint(staging)):
-        shutil.rmtree(staging, ignore_errors=True)
-
-
 def _train_in(recipe, strategy, chief, staging, checkpoint, output, verbose, callbacks):
     """Build, check, restore and fit the model in `staging`, then write its results."""
     keras.utils.set_random_seed(recipe["train"]["seed"])
-    train_ds, test_ds = recipes_lib.build_datasets(recipe, replicas=distribute.num_replicas(strategy))
+    replicas = distribute.num_replicas(strategy)
+    train_ds, test_ds = recipes_lib.build_datasets(recipe, replicas=replicas)
     steps = recipes_lib.steps_per_epoch(train_ds)
     if steps is None and recipe["annealing"]["schedule"] != "none":
         raise ValueError(f"annealing.schedule = {recipe['annealing']['schedule']!r} needs "
