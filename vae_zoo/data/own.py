@@ -139,19 +139,21 @@ def scan_folder(path: Path, need_size=True) -> Folder:
 
     if not path.is_dir():
         raise ValueError(f"{path}: not a folder of images or an .npz/.npy file")
-    subfolders = sorted(p for p in path.iterdir() if p.is_dir())
-    top = sorted(p for p in path.iterdir() if p.is_file() and _is_image(p))
+    # plain strings, not Path objects: a folder may hold millions of files
+    entries = sorted(os.scandir(path), key=lambda e: e.name)
+    subfolders = [e.path for e in entries if e.is_dir()]
+    top = [e.path for e in entries if e.is_file() and _is_image(e.name)]
     classes, files, labels = [], [], []
     for sub in subfolders:
         found = sorted(
-            Path(root) / name
+            os.path.join(root, name)
             for root, _, names in os.walk(sub)
             for name in names
-            if _is_image(Path(name))
+            if _is_image(name)
         )
         if found:
             labels += [len(classes)] * len(found)
-            classes.append(sub.name)
+            classes.append(os.path.basename(sub))
             files += found
     if classes and top:
         raise ValueError(
@@ -190,7 +192,7 @@ def scan_folder(path: Path, need_size=True) -> Folder:
                 )
             size = None
     return Folder(
-        files=tuple(str(f) for f in files),
+        files=tuple(files),
         labels=np.asarray(labels, np.int64) if classes else None,
         classes=tuple(classes),
         channels=first_channels,
@@ -198,8 +200,8 @@ def scan_folder(path: Path, need_size=True) -> Folder:
     )
 
 
-def _is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+def _is_image(name: str) -> bool:
+    return name.lower().endswith(IMAGE_SUFFIXES) and not name.startswith(".")
 
 
 def _reason(error) -> str:
@@ -225,12 +227,29 @@ def folder_examples(path: Path, split, *, with_labels, image_size, shuffle, seed
 
     folder = scan_folder(path, need_size=image_size is None)
     indices = split_indices(len(folder.files), split, str(path))
-    files = np.asarray(folder.files, dtype=object)[indices].astype(str)
-    labels = folder.labels[indices] if folder.labels is not None else np.zeros(len(indices), np.int64)
+    files = tf.constant([folder.files[i] for i in indices], tf.string)
+    labels = tf.constant(folder.labels[indices] if folder.labels is not None
+                         else np.zeros(len(indices), np.int64))
+    numbers = tf.constant(indices.astype(np.int64))
     shape = folder_info(path, image_size)[0]
-    ds = tf.data.Dataset.from_tensor_slices((indices.astype(np.int64), files, labels))
-    if shuffle and len(files):
-        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    count = len(indices)
+    if shuffle and count:
+        # A fresh permutation of positions on every pass (8 bytes a file), rather than
+        # a shuffle buffer of file names (hundreds of bytes a file).
+        def permutation(pass_seed):
+            order = tf.random.experimental.stateless_shuffle(
+                tf.range(count, dtype=tf.int64), seed=tf.stack([pass_seed, 0]))
+            return tf.data.Dataset.from_tensor_slices(order)
+
+        passes = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
+        ds = passes.flat_map(permutation)
+    else:
+        ds = tf.data.Dataset.range(count)
+
+    def fetch(position):
+        return numbers[position], files[position], labels[position]
+
+    ds = ds.map(fetch)
 
     def decode(index, file, label):
         image = tf.io.decode_image(tf.io.read_file(file), channels=shape[2],
@@ -243,7 +262,7 @@ def folder_examples(path: Path, split, *, with_labels, image_size, shuffle, seed
         return (image, label) if with_labels else image
 
     ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.apply(tf.data.experimental.assert_cardinality(len(files))), len(files)
+    return ds.apply(tf.data.experimental.assert_cardinality(count)), count
 
 
 # --------------------------------------------------------------------------- #
