@@ -1,12 +1,15 @@
-"""Input pipelines: named datasets and in-memory arrays as batched `tf.data.Dataset`s.
+"""Input pipelines: named datasets, your own data and in-memory arrays as batched
+`tf.data.Dataset`s.
 
-- `sources`: the registry of named datasets (`DATASETS`, `DatasetEntry`) and `load`,
-  `load_arrays`, `load_embedded_mnist`;
+- `sources`: the registry of named datasets (`DATASETS`, `DatasetEntry`), any TFDS
+  name, and `load`, `load_arrays`, `load_embedded_mnist`;
+- `own`: image folders and .npz/.npy files (their rules: keys, labels, splits);
 - `pipeline`: `make_dataset` and the shared batching, scaling and binarization.
 """
 
 from vae_zoo.data.pipeline import (
     BINARIZE_MODES,
+    CACHE_BUDGET_MB,
     PREFETCH_BATCHES,
     first_examples,
     make_dataset,
@@ -14,6 +17,7 @@ from vae_zoo.data.pipeline import (
 )
 from vae_zoo.data.sources import (
     DatasetEntry,
+    UnknownDataset,
     entry,
     has_labels,
     input_shape_of,
@@ -27,7 +31,8 @@ from vae_zoo.data.sources import (
 DATASETS = names()
 
 __all__ = [
-    "BINARIZE_MODES", "DATASETS", "PREFETCH_BATCHES", "DatasetEntry", "entry", "first_examples",
+    "BINARIZE_MODES", "CACHE_BUDGET_MB", "DATASETS", "PREFETCH_BATCHES", "DatasetEntry",
+    "UnknownDataset", "entry", "first_examples",
     "has_labels",
     "input_shape_of", "load", "load_arrays", "load_embedded_mnist", "make_dataset", "names",
     "register", "static_binarize",

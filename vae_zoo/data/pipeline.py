@@ -25,6 +25,12 @@ BINARIZE_MODES = ("none", "dynamic", "static")
 _DEFAULT_SHUFFLE_BUFFER = 10_000
 # Batches prepared ahead of the training step.
 PREFETCH_BATCHES = 4
+# Decoded examples are cached in memory only when they fit this many MiB (the
+# default of `load`'s `cache_budget_mb` and of `data.cache_budget_mb`); larger data
+# stream from disk on every pass.
+CACHE_BUDGET_MB = 1024
+# Shuffle buffer (MiB of decoded examples) of a stream too large to cache.
+STREAM_SHUFFLE_MB = 64
 
 
 # --------------------------------------------------------------------------- #
@@ -223,14 +229,57 @@ def static_binarize_dataset(ds, with_labels, seed):
 
     def draw(index, element):
         x = element[0] if with_labels else element
-        probs = tf.cast(x, tf.float32) * (1.0 / 255.0)
-        noise = tf.random.stateless_uniform(
-            tf.shape(x), seed=tf.stack([tf.cast(seed, tf.int64), index])
-        )
-        x = tf.cast(noise < probs, tf.uint8) * 255
+        x = static_binarize_example(x, index, seed)
         return (x, element[1]) if with_labels else x
 
     return ds.enumerate().map(draw, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def static_binarize_example(x, index, seed):
+    """Fixed Bernoulli draw of one uint8 example, seeded by `(seed, index)`; uint8
+    in {0, 255}."""
+    probs = tf.cast(x, tf.float32) * (1.0 / 255.0)
+    noise = tf.random.stateless_uniform(
+        tf.shape(x), seed=tf.stack([tf.cast(seed, tf.int64), tf.cast(index, tf.int64)])
+    )
+    return tf.cast(noise < probs, tf.uint8) * 255
+
+
+def fits_cache(num_examples, shape, budget_mb):
+    """Whether `num_examples` uint8 examples of `shape` fit `budget_mb` MiB."""
+    if num_examples is None or any(d is None for d in shape):
+        return False
+    return num_examples * int(np.prod(shape)) <= budget_mb * 2**20
+
+
+def stream_shuffle_buffer(num_examples, shape):
+    """Shuffle buffer (examples) of a stream: `STREAM_SHUFFLE_MB` of examples, at least
+    1,024, at most the dataset."""
+    size = max(1, int(np.prod([d or 1 for d in shape])))
+    buffer = max(1024, STREAM_SHUFFLE_MB * 2**20 // size)
+    return min(buffer, num_examples) if num_examples else buffer
+
+
+def crop_resize_image(image, size, method="bilinear"):
+    """Center-crop one image `[H, W, C]` to a square and resize it to `size x size`
+    (uint8 stays uint8; float stays float32 in [0, 1])."""
+    shape = tf.shape(image)
+    side = tf.minimum(shape[0], shape[1])
+    top, left = (shape[0] - side) // 2, (shape[1] - side) // 2
+    image = image[top : top + side, left : left + side, :]
+    resized = tf.image.resize(image, (size, size), method=method,
+                              antialias=(method == "bilinear"))
+    if image.dtype == tf.uint8:
+        return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+    return tf.clip_by_value(tf.cast(resized, tf.float32), 0.0, 1.0)
+
+
+def crop_resize(x, size):
+    """`crop_resize_image` over a numpy batch `[N, H, W, C]`."""
+    if not len(x):
+        return np.zeros((0, size, size, x.shape[-1]), x.dtype)
+    ds = tf.data.Dataset.from_tensor_slices(x).map(lambda i: crop_resize_image(i, size))
+    return np.concatenate(list(ds.batch(4096).as_numpy_iterator()))
 
 
 # --------------------------------------------------------------------------- #

@@ -5,8 +5,9 @@ recipe only states what it changes. Unknown sections or keys, wrong types and
 out-of-range values raise `RecipeError` with one line naming the key.
 
 ```toml
-[data]        dataset, binarize, batch_size, train_split, test_split, image_size,
-              data_dir, seed
+[data]        dataset (a packaged name, a TFDS name, an image folder or an .npz/.npy
+              file), binarize, batch_size, train_split, test_split, image_size,
+              data_dir, image_key, label_key, cache_budget_mb, seed
 [model]       family (required) and the family constructor's arguments
               (e.g. latent_dim, hidden_units, likelihood, posterior, prior, beta);
               a conditional family (`conditional = True`) gets (x, y) batches
@@ -50,12 +51,14 @@ from vae_zoo.drivers.schema import (  # noqa: F401  (the schema's names, public 
     SIZE_LIST_ARGS,
     RecipeError,
     check_annealing,
+    check_dataset,
     check_sizes,
     check_spec,
     check_tune,
     check_value,
     hidden_layers_key_of,
     model_fields,
+    source_options,
     suggest,
 )
 
@@ -210,6 +213,7 @@ def validate(raw: dict) -> dict:
             check_sizes(where, value)
         checked[key] = value
     recipe["model"] = checked
+    check_dataset(recipe["data"])
     _require_labels(recipe)
     check_tune(recipe, fields)
     check_annealing(recipe, model_value(recipe, "beta"))
@@ -237,7 +241,7 @@ def _require_labels(recipe):
     from vae_zoo import data
 
     dataset = recipe["data"]["dataset"]
-    if is_conditional(recipe) and not data.has_labels(dataset):
+    if is_conditional(recipe) and not data.has_labels(dataset, **source_options(recipe["data"])):
         raise RecipeError(
             f"model.family = {recipe['model']['family']!r} needs class labels, and "
             f"data.dataset = {dataset!r} has none"
@@ -250,7 +254,8 @@ def _require_labels(recipe):
 def input_shape(recipe) -> tuple:
     from vae_zoo import data
 
-    return data.input_shape_of(recipe["data"]["dataset"], recipe["data"]["image_size"])
+    return data.input_shape_of(recipe["data"]["dataset"], recipe["data"]["image_size"],
+                               **source_options(recipe["data"]))
 
 
 def build_beta(recipe, steps_per_epoch=None, epochs=None):
@@ -339,7 +344,8 @@ def build_datasets(recipe, with_labels=None, replicas=1):
 
     d = recipe["data"]
     batch_size = d["batch_size"] * int(replicas)
-    common = dict(batch_size=batch_size, image_size=d["image_size"], data_dir=d["data_dir"])
+    common = dict(batch_size=batch_size, image_size=d["image_size"],
+                  cache_budget_mb=d["cache_budget_mb"], **source_options(d))
     train = data.load(
         d["dataset"], d["train_split"], shuffle=True, binarize=d["binarize"], seed=d["seed"],
         with_labels=is_conditional(recipe) if with_labels is None else bool(with_labels),
@@ -348,7 +354,8 @@ def build_datasets(recipe, with_labels=None, replicas=1):
     test_binarize = "none" if d["binarize"] == "none" else "static"
     test = data.load(
         d["dataset"], d["test_split"], shuffle=False, binarize=test_binarize,
-        seed=d["seed"] + 1, with_labels=data.has_labels(d["dataset"]), **common,
+        seed=d["seed"] + 1, with_labels=data.has_labels(d["dataset"], **source_options(d)),
+        **common,
     )
     return train, test
 

@@ -37,12 +37,6 @@ def _schedules():
     return ("none",) + tuple(SCHEDULES.names())
 
 
-def _datasets():
-    from vae_zoo import data
-
-    return data.names()
-
-
 def _binarize_modes():
     from vae_zoo import data
 
@@ -76,13 +70,17 @@ _RANGE_KEYS = ("min", "max", "sampling", "step")
 # Section → key → Field. Choices given as callables are resolved lazily.
 SCHEMA = {
     "data": {
-        "dataset": Field((str,), "mnist_sample", choices=_datasets),
+        # a packaged name, a TFDS name or a path: checked by `check_dataset`
+        "dataset": Field((str,), "mnist_sample"),
         "binarize": Field((str,), "dynamic", choices=_binarize_modes),
         "batch_size": Field((int,), 128, minimum=1),
         "train_split": Field((str,), "train"),
         "test_split": Field((str,), "test"),
         "image_size": Field((int,), None, minimum=1, nullable=True),
         "data_dir": Field((str,), None, nullable=True),
+        "image_key": Field((str,), None, nullable=True),
+        "label_key": Field((str,), None, nullable=True),
+        "cache_budget_mb": Field((int,), None, minimum=0, nullable=True),  # None: the default
         "seed": Field((int,), 0, minimum=0, maximum=SEED_MAX),
     },
     "train": {
@@ -244,6 +242,31 @@ def check_annealing(recipe, beta):
         if isinstance(lowest, (int, float)) and beta_min > lowest:
             raise RecipeError(f"annealing.beta_min = {beta_min!r} must be <= the lowest "
                               f"tune.beta, {lowest!r} (β anneals up from beta_min)")
+
+
+def source_options(data_section) -> dict:
+    """The [data] keys that say where a dataset's examples are (`vae_zoo.data.entry`)."""
+    return {key: data_section[key] for key in ("data_dir", "image_key", "label_key")}
+
+
+def check_dataset(data_section):
+    """data.dataset names a packaged dataset, a TFDS dataset, an image folder or an
+    .npz/.npy file, whose data are readable; one line naming the key or the file."""
+    from vae_zoo import data
+
+    name = data_section["dataset"]
+    try:
+        data.entry(name, **source_options(data_section))
+        data.input_shape_of(name, data_section["image_size"], **source_options(data_section))
+    except data.UnknownDataset as error:
+        hint = f" (did you mean {error.suggestion!r}?)" if error.suggestion else ""
+        raise RecipeError(
+            f"data.dataset = {name!r} is not one of: "
+            + ", ".join(repr(c) for c in data.names())
+            + f"; nor a TFDS dataset, an image folder or an .npz/.npy file{hint}"
+        ) from None
+    except ValueError as error:
+        raise RecipeError(str(error)) from None
 
 
 def check_spec(where, value, registry_name):
