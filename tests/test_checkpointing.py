@@ -48,10 +48,14 @@ def test_json_files_are_strict(tmp_path):
 
 # ------------------------------------------------------------------------ lock
 
+# Another process holding a run folder's lock as FileLock does (plain Python: no
+# TensorFlow to import, so the holder starts at once).
 HOLDER = textwrap.dedent("""
-    import sys, time
-    from vae_zoo.training.checkpointing import FileLock
-    lock = FileLock(sys.argv[1], "run folder X").acquire()
+    import fcntl, os, socket, sys, time
+    f = open(sys.argv[1], "a+")
+    fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    f.write(f"process {os.getpid()} on {socket.gethostname()} (since now)")
+    f.flush()
     print("held", flush=True)
     time.sleep(60)
 """)

@@ -101,8 +101,6 @@ def die():
 
 
 class Kill(keras.callbacks.Callback):
-    # Given to runs.train after its own callbacks, so on_epoch_end runs after the
-    # epoch's checkpoint is written.
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
 
@@ -111,10 +109,6 @@ class Kill(keras.callbacks.Callback):
             # The first batch hook at or after batch 11 of epoch 3 (batch 15 of 20 with
             # 5 steps per call): two epochs checkpointed, a third under way.
             die()
-
-    def on_epoch_end(self, epoch, logs=None):
-        if point == "between_epochs" and epoch == 1:
-            die()  # right after epoch 2's checkpoint
 
 
 real_train = runs.train
@@ -187,7 +181,7 @@ sys.exit(cli.main(sys.argv[2:]))
 
 # point → epochs in the checkpoint the rerun resumes from
 KILL_POINTS = {
-    "between_epochs": 2,
+    # (right after an epoch's checkpoint: "metadata_committed", before its last step)
     "mid_epoch": 2,
     "weights_half_written": 1,  # epoch 2's checkpoint never became the current one
     "metadata_half_written": 1,
@@ -213,7 +207,7 @@ def test_sigkill_then_rerun_resumes(point, tmp_path):
     weights = sorted(p.name for p in backup.glob("*.weights.h5"))
     current_and_previous = sorted([meta["weights"]] + (
         [meta["previous"]["weights"]] if meta["previous"] else []))
-    if point in ("between_epochs", "mid_epoch"):  # older weights files were removed
+    if point == "mid_epoch":  # older weights files were removed
         assert weights == current_and_previous
     if point == "metadata_committed":  # killed before removing the oldest one
         assert weights == sorted(current_and_previous + ["epoch-1.weights.h5"])
