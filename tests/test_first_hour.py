@@ -186,3 +186,14 @@ def test_no_tensorflow_log_lines():
                          env=_env(), timeout=120)
     assert out.returncode == 0 and out.stdout == "2.0\n"
     assert out.stderr == ""
+
+
+@pytest.mark.slow
+def test_a_closed_pipe_ends_the_listing_quietly():
+    """`vae-zoo recipes | head -1`: the reader is gone before the listing is written;
+    no error, no TensorFlow log lines, status 0."""
+    proc = subprocess.Popen([sys.executable, "-m", "vae_zoo", "recipes"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=60) == 0 and stderr == ""

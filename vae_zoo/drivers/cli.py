@@ -416,6 +416,10 @@ def main(argv=None) -> int:
         import vae_zoo.models  # noqa: F401  (registers the models with Keras)
     try:
         COMMANDS[args.command](args)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `vae-zoo recipes | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except _faults() as error:
         if os.environ.get("VAE_ZOO_DEBUG"):
             raise
