@@ -100,7 +100,7 @@ def sample_grid(export_dir, n, label=None, seed=0):
     """Prior samples from an export's `sample` signature, as `vae-zoo sample` draws them.
 
     `export_dir` is a version folder or a model's base folder (its highest version).
-    Like `vae_zoo.runs.sample_grid`, but from the SavedModel alone (no `.keras` file):
+    Like `vae_zoo.plots.sample_rows`, but from the SavedModel alone (no `.keras` file):
     n samples; n samples of `label`; or, for a class-conditional model without
     `label`, one row of `max(1, n // num_classes)` per class (every row drawn with the
     same seed).

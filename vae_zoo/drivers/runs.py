@@ -97,25 +97,6 @@ def model_inputs(ds, model):
     return ds.map(lambda x, *labels: x)
 
 
-def sample_grid(model, n, label=None, seed=0):
-    """Images to draw as a sample grid, and the grid's number of columns (None: square).
-
-    Args:
-        model: a `vae_zoo.models.VAE`.
-        n: number of samples (a class-conditional model without `label` draws
-            `n // num_classes` per class, at least 1).
-        label: class label for a class-conditional model, or None.
-        seed: int.
-
-    Returns:
-        `(images [N, *input_shape], columns)`: n prior samples; n samples of `label`;
-        or, for a class-conditional model without `label`, one row per class
-        (`vae_zoo.plots.sample_rows` also gives the rows' labels).
-    """
-    images, columns, _ = plots.sample_rows(model, n, label=label, seed=seed)
-    return images, columns
-
-
 def _monitoring_callbacks(recipe, model, x_test, y_test, folder):
     """Per-epoch diagnostics and image grids the recipe's [output] section asks for."""
     out = recipe["output"]
@@ -183,14 +164,13 @@ def _fit_callbacks(recipe, model, staging, x_test, y_test, resumed_epoch, chief)
     return chosen + [EpochCheckpoint(run_folder.checkpoint_folder(staging))]
 
 
-def _write_results(recipe, model, staging, x_test, labels, y_test):
+def _write_results(recipe, model, staging, x_test, labels, y_test, verbose):
     """metrics.json and the pictures of a trained model: training curves from
-    history.csv, prior samples, reconstructions and the latent scatter."""
+    history.csv, prior samples, reconstructions and the latent scatter. `verbose`
+    (fit's): a progress bar for the IW evaluation unless 0."""
     metrics = {"epochs": recipe["train"]["epochs"]}
     num_samples = recipe["evaluate"]["num_samples"]
     if num_samples:
-        # fit's verbosity (Keras keeps it in the History's params): a bar unless --quiet
-        verbose = getattr(getattr(model, "history", None), "params", {}).get("verbose", 0)
         metrics.update(evaluate.summarize(model, x_test, num_samples=num_samples, y=y_test,
                                           verbose=verbose))
     write_json(staging / "metrics.json", metrics)
@@ -348,7 +328,7 @@ def _train_in(recipe, strategy, chief, staging, checkpoint, output, verbose, cal
     check_finite(model, recipe["train"]["epochs"])
     model.save(staging / "model.keras")  # on every worker, as tf.distribute asks
     if chief:
-        _write_results(recipe, model, staging, x_test, labels, y_test)
+        _write_results(recipe, model, staging, x_test, labels, y_test, verbose)
 
 
 def describe_error(error) -> str:

@@ -200,6 +200,7 @@ class CollapseDiagnostics(keras.callbacks.Callback):
         self.patience = int(patience)
         self.thresholds = thresholds
         self.records, self.diagnoses, self.announced = [], [], []
+        self._said = None  # the announced mode while it lasts without a break
         self._writer = None
 
     def on_epoch_end(self, epoch, logs=None):
@@ -221,16 +222,18 @@ class CollapseDiagnostics(keras.callbacks.Callback):
                 tf.summary.scalar("active_units", result["active_units"], step=epoch + 1)
         if result["mode"]:
             self.diagnoses.append((epoch + 1, result["mode"]))
+        if result["mode"] != self._said:
+            self._said = None  # it went away (or changed): say it again if it comes back
         recent = [r["mode"] for r in self.records[-self.patience:]]
         if len(recent) == self.patience and len(set(recent)) == 1:
             self._announce(self.records[-1])
 
     def _announce(self, record):
-        """Print a persisting mode once (again only after it went away and came back)."""
+        """Print a mode once while it lasts."""
         mode = record["mode"]
-        if not mode or (self.announced and self.announced[-1][1] == mode
-                        and self._persisted_since(self.announced[-1][0])):
+        if not mode or mode == self._said:
             return
+        self._said = mode
         self.announced.append((record["epoch"], mode))
         if self.verbose:
             # own line: the progress bar's line is still open at on_epoch_end
@@ -241,9 +244,6 @@ class CollapseDiagnostics(keras.callbacks.Callback):
                 f"{record['marginal_kl_per_dim']:.2f} nats/dim): " + evaluate.REMEDIES[mode],
                 flush=True,
             )
-
-    def _persisted_since(self, epoch):
-        return all(r["mode"] == self.announced[-1][1] for r in self.records if r["epoch"] >= epoch)
 
     def on_train_end(self, logs=None):
         if self.records:
