@@ -4,6 +4,8 @@
 - `DiscretizedLogisticMixture`: K logistics discretized to the 8-bit grid (PixelCNN++).
 - `LatentMapAutoregressive`: `tfd.Autoregressive` over one latent map, static shapes.
 - KL(MVN || Independent(Normal)) in closed form, registered with `tfd.RegisterKL`.
+- `FlowDistribution`: a normalizing flow over a Gaussian, with a mean and a stddev;
+  its bijectors `PlanarFlow` and `inverse_autoregressive_step` (IAF).
 
 Heads (`vae_zoo.heads`) build these from parameter tensors; nothing here is a Keras
 layer.
@@ -194,3 +196,133 @@ def _kl_mvn_independent_normal(q, p, name=None):
     normal = p.distribution
     diagonal = tfd.MultivariateNormalDiag(loc=normal.mean(), scale_diag=normal.stddev())
     return tfd.kl_divergence(q, diagonal, name=name)
+
+
+# ---------------------------------------------------------------- normalizing flows
+# Bijector steps f_t over flat z `[..., d]`; a flow posterior is base N(μ, σ) pushed
+# through f_T ∘ … ∘ f_1: log q(z_T) = log N(z_0; μ, σ) − Σ_t log|det ∂f_t/∂z_{t−1}|.
+# TFP's bijector cache makes `log_prob` at the posterior's own samples reuse the z_0
+# and log-determinants of the sampling pass (exact, one pass); at any other z the
+# steps are inverted (IAF: d sequential passes; planar: a scalar root per step).
+
+# Bisection then Newton iterations of the planar inverse (float32 exact in practice).
+PLANAR_BISECTIONS = 30
+PLANAR_NEWTON_STEPS = 4
+
+
+class FlowDistribution(tfd.TransformedDistribution):
+    """`TransformedDistribution` of a base `Independent(Normal)` over flat z `[B, d]`,
+    with a `mean` and `stddev` for non-affine flows (which TFP leaves undefined).
+
+    - `mean()`: the flow applied to the base mean, f(μ) (the exact E[z] has no closed
+      form; f(μ) is the image of the base's mode and mean), `[B, d]`;
+    - `stddev()`: the delta-method (linearized) standard deviation at μ,
+      sqrt(diag(J diag(σ²) Jᵀ)) with J = ∂f/∂z_0 at μ, `[B, d]`.
+
+    Batch `[B]`, event `[d]`; `log_prob` and `sample` as `TransformedDistribution`.
+    """
+
+    def _mean(self, **kwargs):
+        return self.bijector.forward(self.distribution.mean())
+
+    def _stddev(self, **kwargs):
+        z0 = self.distribution.mean()  # [B, d]
+        with tf.GradientTape() as tape:
+            tape.watch(z0)
+            z = self.bijector.forward(z0)
+        jacobian = tape.batch_jacobian(z, z0)  # [B, d, d]
+        base = self.distribution.stddev()[..., tf.newaxis, :]  # [B, 1, d]
+        return tf.sqrt(tf.reduce_sum(tf.square(jacobian * base), axis=-1))
+
+
+class PlanarFlow(tfb.Bijector):
+    """Planar flow f(z) = z + û tanh(wᵀz + b), invertible by construction.
+
+    û = u + (m(wᵀu) − wᵀu) w / ‖w‖² with m(a) = −1 + softplus(a), so wᵀû > −1 and f
+    is invertible (Rezende & Mohamed 2015, appendix A.1).
+    log|det ∂f/∂z| = log(1 + (1 − tanh²(wᵀz + b)) wᵀû). The inverse solves the scalar
+    equation wᵀy = α + wᵀû tanh(α + b) for α = wᵀz (increasing in α; bracketed by
+    wᵀy ± |wᵀû|) by bisection then Newton steps, and returns z = y − û tanh(α + b).
+
+    Args:
+        u, w: `[B, d]`; b: `[B]` (any z `[..., B, d]` broadcasts against them).
+
+    Reference: Rezende & Mohamed, "Variational Inference with Normalizing Flows",
+    arXiv:1505.05770.
+    """
+
+    def __init__(self, u, w, b, validate_args=False, name="planar_flow"):
+        parameters = dict(locals())
+        with tf.name_scope(name) as name:
+            self.u = tf.convert_to_tensor(u, tf.float32)
+            self.w = tf.convert_to_tensor(w, tf.float32)
+            self.b = tf.convert_to_tensor(b, tf.float32)
+            self.u_hat = planar_u_hat(self.u, self.w)
+            self.w_dot_u_hat = tf.reduce_sum(self.w * self.u_hat, axis=-1)  # [B], > −1
+            super().__init__(forward_min_event_ndims=1, validate_args=validate_args,
+                             parameters=parameters, name=name)
+
+    def _forward(self, z):
+        a = tf.reduce_sum(self.w * z, axis=-1) + self.b
+        return z + self.u_hat * tf.tanh(a)[..., tf.newaxis]
+
+    def _log_det(self, a):
+        return tf.math.log1p((1.0 - tf.square(tf.tanh(a))) * self.w_dot_u_hat)
+
+    def _forward_log_det_jacobian(self, z):
+        return self._log_det(tf.reduce_sum(self.w * z, axis=-1) + self.b)
+
+    def _solve(self, y):
+        """α = wᵀz for f(z) = y, `[..., B]`."""
+        target = tf.reduce_sum(self.w * y, axis=-1)
+        c, b = self.w_dot_u_hat, self.b
+        low, high = target - tf.abs(c), target + tf.abs(c)
+        for _ in range(PLANAR_BISECTIONS):
+            middle = 0.5 * (low + high)
+            above = middle + c * tf.tanh(middle + b) > target
+            low, high = tf.where(above, low, middle), tf.where(above, middle, high)
+        alpha = 0.5 * (low + high)
+        for _ in range(PLANAR_NEWTON_STEPS):
+            t = tf.tanh(alpha + b)
+            alpha -= (alpha + c * t - target) / (1.0 + c * (1.0 - t * t))
+        return alpha
+
+    def _inverse(self, y):
+        alpha = self._solve(y)
+        return y - self.u_hat * tf.tanh(alpha + self.b)[..., tf.newaxis]
+
+    def _inverse_log_det_jacobian(self, y):
+        return -self._log_det(self._solve(y) + self.b)
+
+
+def planar_u_hat(u, w):
+    """û = u + (−1 + softplus(wᵀu) − wᵀu) w / ‖w‖², so that wᵀû = −1 + softplus(wᵀu) > −1."""
+    w_dot_u = tf.reduce_sum(w * u, axis=-1, keepdims=True)
+    norm = tf.reduce_sum(tf.square(w), axis=-1, keepdims=True)
+    return u + tf.math.divide_no_nan(-1.0 + tf.math.softplus(w_dot_u) - w_dot_u, norm) * w
+
+
+def inverse_autoregressive_step(mean_and_gate_fn):
+    """One IAF step z = σ ⊙ z_0 + (1 − σ) ⊙ m, with (m, s) = `mean_and_gate_fn(z_0)`
+    autoregressive in z_0 and σ = sigmoid(s) (Kingma et al. 2016, eq. 11-12).
+
+    `tfb.Invert(tfb.MaskedAutoregressiveFlow(...))`: the forward (sampling) direction
+    is one pass of `mean_and_gate_fn`, with log|det| = Σ_i log σ_i; the inverse (only
+    for z that were not sampled by it) is MAF's d sequential passes, unrolled.
+
+    Args:
+        mean_and_gate_fn: `[..., d] -> [..., d, 2]` (m, s); output i may depend on
+            inputs of lower degree only (a `vae_zoo.networks.MADE`).
+
+    Reference: Kingma et al., "Improving Variational Inference with Inverse
+    Autoregressive Flow", arXiv:1606.04934.
+    """
+
+    def gated_affine(y):
+        # MAF's inverse at z_0 is this bijector's inverse: z_0 ↦ σ z_0 + (1 − σ) m.
+        params = tf.cast(mean_and_gate_fn(y), tf.float32)
+        m, s = params[..., 0], params[..., 1]
+        affine = tfb.Chain([tfb.Shift(tf.sigmoid(-s) * m), tfb.Scale(log_scale=tf.math.log_sigmoid(s))])
+        return tfb.Invert(affine)
+
+    return tfb.Invert(tfb.MaskedAutoregressiveFlow(bijector_fn=gated_affine, unroll_loop=True))

@@ -238,3 +238,132 @@ def masked_conv_net(channels, filters, kernel_size, num_layers, params_channels,
     ]
     layers.append(keras.layers.Conv2D(int(params_channels), 1, kernel_initializer="zeros"))
     return keras.Sequential(layers, name=name)
+
+
+def made_degrees(event_size, hidden_units, reverse=False):
+    """MADE's degrees: `(input degrees [d], [hidden degrees [h] per layer])`.
+
+    Inputs get 1..d (d..1 with `reverse`); hidden units cycle through 1..max(d − 1, 1),
+    so every degree is present when a layer is wide enough. Output i (of degree
+    deg_in[i]) may see hidden unit j only if deg_out[i] > deg_hidden[j], and hidden
+    unit j may see input i only if deg_hidden[j] >= deg_in[i]: output i depends on the
+    inputs of lower degree only.
+    """
+    inputs = np.arange(1, event_size + 1)
+    if reverse:
+        inputs = inputs[::-1]
+    hidden = [np.arange(int(units)) % max(event_size - 1, 1) + 1 for units in hidden_units]
+    return inputs, hidden
+
+
+def made_masks(event_size, hidden_units, reverse=False):
+    """The 0/1 masks of MADE's kernels, `[in, out]` each, float32: one per hidden layer
+    and the output layer's `[h_last, d]` (the same for each output per dimension)."""
+    inputs, hidden = made_degrees(event_size, hidden_units, reverse)
+    masks, previous = [], inputs
+    for degrees in hidden:
+        masks.append((degrees[None, :] >= previous[:, None]).astype("float32"))
+        previous = degrees
+    masks.append((inputs[None, :] > previous[:, None]).astype("float32"))
+    return masks
+
+
+@keras.saving.register_keras_serializable(package="vae_zoo")
+class MADE(keras.layers.Layer):
+    """Masked autoencoder for distribution estimation, with an optional context.
+
+    `[..., d]` inputs (and a context `[..., c]` broadcasting with them) → `[..., d,
+    params_per_dimension]`: output i depends on inputs of lower degree only (inputs
+    1..d in order, or d..1 with `reverse`), and on the context without restriction.
+    Each hidden layer is a masked dense layer (kernel ⊙ mask, `made_masks`) plus, when
+    a context is given, an unmasked dense projection of it. The output layer starts
+    at zero kernels (its bias at `output_bias`, one value per parameter), so a flow
+    built on it starts from the same map for every input.
+
+    Args:
+        event_size: d.
+        hidden_units: sequence of ints, widths of the hidden layers (at least one).
+        params_per_dimension: outputs per input dimension (2: a shift and a scale).
+        context_size: c, or 0 for no context.
+        reverse: order the inputs d..1 (alternate between stacked flows).
+        activation: hidden activation.
+        output_bias: sequence of `params_per_dimension` floats, the output bias's start.
+
+    Example:
+    ```python
+    made = MADE(4, hidden_units=(16,), context_size=3)
+    out = made(tf.zeros([8, 4]), tf.zeros([8, 3]))   # [8, 4, 2]
+    ```
+
+    Reference: Germain et al., "MADE: Masked Autoencoder for Distribution Estimation",
+    arXiv:1502.03509; the context as in Kingma et al., arXiv:1606.04934.
+    """
+
+    def __init__(self, event_size, hidden_units=(64,), params_per_dimension=2, context_size=0,
+                 reverse=False, activation="elu", output_bias=None, **kwargs):
+        super().__init__(**kwargs)
+        self.event_size = int(event_size)
+        self.hidden_units = tuple(int(u) for u in hidden_units)
+        self.params_per_dimension = int(params_per_dimension)
+        self.context_size = int(context_size)
+        self.reverse = bool(reverse)
+        self.activation = activation
+        self.output_bias = tuple(float(b) for b in (output_bias or (0.0,) * self.params_per_dimension))
+        if self.event_size < 1 or not self.hidden_units or min(self.hidden_units) < 1:
+            raise ValueError(
+                f"MADE needs event_size >= 1 and hidden layers of >= 1 units, got "
+                f"{self.event_size} and {self.hidden_units}"
+            )
+        if len(self.output_bias) != self.params_per_dimension:
+            raise ValueError(f"output_bias needs {self.params_per_dimension} values, got {self.output_bias}")
+        self.masks = made_masks(self.event_size, self.hidden_units, self.reverse)
+        self.activation_fn = keras.activations.get(activation)
+
+    def build(self, input_shape=None):
+        sizes = (self.event_size,) + self.hidden_units
+        self.kernels, self.biases, self.context_kernels = [], [], []
+        for i, (size_in, size_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            self.kernels.append(self.add_weight(name=f"kernel_{i}", shape=(size_in, size_out),
+                                                initializer="glorot_uniform"))
+            self.biases.append(self.add_weight(name=f"bias_{i}", shape=(size_out,),
+                                               initializer="zeros"))
+            if self.context_size:
+                self.context_kernels.append(self.add_weight(
+                    name=f"context_kernel_{i}", shape=(self.context_size, size_out),
+                    initializer="glorot_uniform",
+                ))
+        outputs = self.event_size * self.params_per_dimension
+        self.output_kernel = self.add_weight(name="output_kernel", shape=(sizes[-1], outputs),
+                                             initializer="zeros")
+        self.output_bias_weight = self.add_weight(
+            name="output_bias", shape=(outputs,),
+            initializer=keras.initializers.Constant(
+                np.tile(np.asarray(self.output_bias, "float32"), self.event_size)
+            ),
+        )
+
+    def call(self, inputs, context=None):
+        hidden = inputs
+        for i, (kernel, bias) in enumerate(zip(self.kernels, self.biases)):
+            hidden = keras.ops.matmul(hidden, kernel * self.masks[i]) + bias
+            if self.context_size:
+                hidden = hidden + keras.ops.matmul(context, self.context_kernels[i])
+            hidden = self.activation_fn(hidden)
+        # Each input dimension's parameters are adjacent: output i·k + j is parameter j
+        # of dimension i, with dimension i's mask.
+        mask = np.repeat(self.masks[-1], self.params_per_dimension, axis=1)
+        out = keras.ops.matmul(hidden, self.output_kernel * mask) + self.output_bias_weight
+        shape = keras.ops.shape(out)
+        return keras.ops.reshape(out, (*shape[:-1], self.event_size, self.params_per_dimension))
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "event_size": self.event_size,
+            "hidden_units": self.hidden_units,
+            "params_per_dimension": self.params_per_dimension,
+            "context_size": self.context_size,
+            "reverse": self.reverse,
+            "activation": self.activation,
+            "output_bias": self.output_bias,
+        }

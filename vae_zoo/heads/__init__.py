@@ -1,9 +1,11 @@
 """Distribution heads: Keras 3 layers that turn parameter tensors into TFP distributions.
 
-- `posteriors`: q(z|x) heads, registered in `POSTERIORS`;
+- `posteriors`: q(z|x) heads, registered in `POSTERIORS`; `flows`: the flow
+  posteriors (IAF, planar), registered there too;
 - `likelihoods`: p(x|z) heads, registered in `LIKELIHOODS`; each declares its data
   support (`support_problem`) and its parameter names (`parameter_names`);
-- `priors`: p(z) and p(z|y) layers, registered in `PRIORS` (also `vae_zoo.priors`).
+- `priors`: p(z) and p(z|y) layers, registered in `PRIORS` (also `vae_zoo.priors`);
+  `vamp_prior`: the VampPrior, registered there too.
 
 Bodies (`vae_zoo.networks`) end with a projection to a head's `params_shape`; heads
 never hold the projection, so one head serves dense, convolutional and
@@ -12,6 +14,7 @@ fully-convolutional bodies. See `vae_zoo.heads.base` for shapes and the head con
 
 from vae_zoo.distributions import EIGHT_BIT_ATOL, LogitBernoulli, eight_bit_values
 from vae_zoo.heads.base import LIKELIHOODS, POSTERIORS, DistributionHead, LikelihoodHead
+from vae_zoo.heads.flows import FlowPosterior, IAFPosterior, PlanarPosterior
 from vae_zoo.heads.likelihoods import (
     BernoulliLikelihood,
     Categorical256Likelihood,
@@ -35,14 +38,15 @@ from vae_zoo.heads.priors import (
     StandardNormalPrior,
     UniformCategoricalPrior,
 )
+from vae_zoo.heads.vamp_prior import VampPrior
 
 __all__ = [
     "EIGHT_BIT_ATOL", "LIKELIHOODS", "POSTERIORS", "PRIORS",
     "BernoulliLikelihood", "Categorical256Likelihood", "CategoricalPosterior",
     "ConditionalGaussianPrior", "DiagonalGaussianPosterior", "DiscretizedLogisticMixtureLikelihood",
-    "DistributionHead", "EightBitLikelihood", "FullCovarianceGaussianPosterior",
+    "DistributionHead", "EightBitLikelihood", "FlowPosterior", "FullCovarianceGaussianPosterior",
     "GaussianLearnedScaleLikelihood", "GaussianLikelihood", "GaussianPerPixelLikelihood",
-    "LikelihoodHead", "LogitBernoulli", "MixtureOfGaussiansPrior", "Prior",
-    "SpatialAutoregressivePrior", "StandardNormalPrior", "UniformCategoricalPrior",
+    "LikelihoodHead", "LogitBernoulli", "MixtureOfGaussiansPrior", "PlanarPosterior", "Prior",
+    "SpatialAutoregressivePrior", "StandardNormalPrior", "UniformCategoricalPrior", "VampPrior",
     "eight_bit_values",
 ]

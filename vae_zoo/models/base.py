@@ -159,6 +159,10 @@ class VAE(keras.Model):
             dtype="float32",
         )
         self.seed_generator = keras.random.SeedGenerator(seed)
+        # A prior defined through the model's own q(z|x) (the VampPrior's mixture of
+        # q(z|u_k) over pseudo-inputs u_k) is handed `encode` and the input shape.
+        if hasattr(prior, "attach_encoder"):
+            prior.attach_encoder(self.encode, self.data_shape, conditional=self.conditional)
         names = METRIC_NAMES + (("iw_bound",) if objective == "iwae" else ())
         self.trackers = [keras.metrics.Mean(name=name) for name in names]
         # Wiring: create every variable now, so the model can be saved, restored,
