@@ -21,12 +21,16 @@ FAMILIES = MODELS.names()
 LIKELIHOODS = heads.LIKELIHOODS.names()
 GAUSSIAN_POSTERIORS = ["diagonal_gaussian", "full_covariance_gaussian"]
 FLAT_PRIORS = ["standard_normal", {"name": "mixture_of_gaussians", "num_components": 3}]
+# Flow posteriors and the VampPrior (unconditional families with flat latents).
+FLOW_POSTERIORS = [{"name": "iaf", "hidden_units": [8], "context_size": 2},
+                   {"name": "planar", "num_steps": 2}]
+VAMP = [{"name": "vamp", "num_components": 3}]
 
 # The README matrix: family → (posteriors, priors, objectives); every family takes
 # every likelihood.
 MATRIX = {
-    "dense": (GAUSSIAN_POSTERIORS, FLAT_PRIORS, ["elbo", "iwae"]),
-    "conv": (GAUSSIAN_POSTERIORS, FLAT_PRIORS, ["elbo", "iwae"]),
+    "dense": (GAUSSIAN_POSTERIORS + FLOW_POSTERIORS, FLAT_PRIORS + VAMP, ["elbo", "iwae"]),
+    "conv": (GAUSSIAN_POSTERIORS + FLOW_POSTERIORS, FLAT_PRIORS + VAMP, ["elbo", "iwae"]),
     "fully_conv": (["diagonal_gaussian"], ["standard_normal", "spatial_autoregressive"], ["elbo", "iwae"]),
     "conditional": (
         GAUSSIAN_POSTERIORS,

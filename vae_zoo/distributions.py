@@ -227,10 +227,11 @@ class FlowDistribution(tfd.TransformedDistribution):
 
     def _stddev(self, **kwargs):
         z0 = self.distribution.mean()  # [B, d]
-        with tf.GradientTape() as tape:
+        with tf.GradientTape(persistent=True) as tape:
             tape.watch(z0)
             z = self.bijector.forward(z0)
-        jacobian = tape.batch_jacobian(z, z0)  # [B, d, d]
+        # (a loop over the d outputs: pfor would retrace at every eager call)
+        jacobian = tape.batch_jacobian(z, z0, experimental_use_pfor=False)  # [B, d, d]
         base = self.distribution.stddev()[..., tf.newaxis, :]  # [B, 1, d]
         return tf.sqrt(tf.reduce_sum(tf.square(jacobian * base), axis=-1))
 
@@ -240,7 +241,8 @@ class PlanarFlow(tfb.Bijector):
 
     û = u + (m(wᵀu) − wᵀu) w / ‖w‖² with m(a) = −1 + softplus(a), so wᵀû > −1 and f
     is invertible (Rezende & Mohamed 2015, appendix A.1).
-    log|det ∂f/∂z| = log(1 + (1 − tanh²(wᵀz + b)) wᵀû). The inverse solves the scalar
+    log|det ∂f/∂z| = log(1 + (1 − tanh²(wᵀz + b)) wᵀû) (computed without cancellation
+    near wᵀû = −1). The inverse solves the scalar
     equation wᵀy = α + wᵀû tanh(α + b) for α = wᵀz (increasing in α; bracketed by
     wᵀy ± |wᵀû|) by bisection then Newton steps, and returns z = y − û tanh(α + b).
 
@@ -258,7 +260,9 @@ class PlanarFlow(tfb.Bijector):
             self.w = tf.convert_to_tensor(w, tf.float32)
             self.b = tf.convert_to_tensor(b, tf.float32)
             self.u_hat = planar_u_hat(self.u, self.w)
-            self.w_dot_u_hat = tf.reduce_sum(self.w * self.u_hat, axis=-1)  # [B], > −1
+            # wᵀû = −1 + softplus(wᵀu), kept as softplus(wᵀu) > 0 for a stable log|det|.
+            self.softplus_w_dot_u = tf.math.softplus(tf.reduce_sum(self.w * self.u, axis=-1))
+            self.w_dot_u_hat = self.softplus_w_dot_u - 1.0  # [B], > −1
             super().__init__(forward_min_event_ndims=1, validate_args=validate_args,
                              parameters=parameters, name=name)
 
@@ -267,7 +271,10 @@ class PlanarFlow(tfb.Bijector):
         return z + self.u_hat * tf.tanh(a)[..., tf.newaxis]
 
     def _log_det(self, a):
-        return tf.math.log1p((1.0 - tf.square(tf.tanh(a))) * self.w_dot_u_hat)
+        # log(1 + (1 − t²) wᵀû) = log(t² + (1 − t²) softplus(wᵀu)): no cancellation
+        # when wᵀû is near −1.
+        t2 = tf.square(tf.tanh(a))
+        return tf.math.log(t2 + (1.0 - t2) * self.softplus_w_dot_u)
 
     def _forward_log_det_jacobian(self, z):
         return self._log_det(tf.reduce_sum(self.w * z, axis=-1) + self.b)

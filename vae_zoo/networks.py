@@ -275,9 +275,10 @@ class MADE(keras.layers.Layer):
     `[..., d]` inputs (and a context `[..., c]` broadcasting with them) → `[..., d,
     params_per_dimension]`: output i depends on inputs of lower degree only (inputs
     1..d in order, or d..1 with `reverse`), and on the context without restriction.
-    Each hidden layer is a masked dense layer (kernel ⊙ mask, `made_masks`) plus, when
-    a context is given, an unmasked dense projection of it. The output layer starts
-    at zero kernels (its bias at `output_bias`, one value per parameter), so a flow
+    Each hidden layer and the output layer is a masked dense layer (kernel ⊙ mask,
+    `made_masks`) plus, when a context is given, an unmasked dense projection of it
+    (so even the first outputs, which see no input, depend on the context). The output
+    layer starts at zero kernels (its bias at `output_bias`, one value per parameter), so a flow
     built on it starts from the same map for every input.
 
     Args:
@@ -335,6 +336,11 @@ class MADE(keras.layers.Layer):
         outputs = self.event_size * self.params_per_dimension
         self.output_kernel = self.add_weight(name="output_kernel", shape=(sizes[-1], outputs),
                                              initializer="zeros")
+        if self.context_size:  # the first outputs see no hidden unit, but see the context
+            self.output_context_kernel = self.add_weight(
+                name="output_context_kernel", shape=(self.context_size, outputs),
+                initializer="zeros",
+            )
         self.output_bias_weight = self.add_weight(
             name="output_bias", shape=(outputs,),
             initializer=keras.initializers.Constant(
@@ -353,6 +359,8 @@ class MADE(keras.layers.Layer):
         # of dimension i, with dimension i's mask.
         mask = np.repeat(self.masks[-1], self.params_per_dimension, axis=1)
         out = keras.ops.matmul(hidden, self.output_kernel * mask) + self.output_bias_weight
+        if self.context_size:
+            out = out + keras.ops.matmul(context, self.output_context_kernel)
         shape = keras.ops.shape(out)
         return keras.ops.reshape(out, (*shape[:-1], self.event_size, self.params_per_dimension))
 
