@@ -10,6 +10,7 @@ parts from a few arguments; training, evaluation, sampling and saving live here 
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import keras
@@ -18,6 +19,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from vae_zoo import objectives
+from vae_zoo.models import arrays
 from vae_zoo.registry import Registry
 from vae_zoo.schedules import BetaSchedule
 
@@ -351,6 +353,19 @@ class VAE(keras.Model):
             steps_per_execution = 1 if distributed else AUTO_STEPS_PER_EXECUTION
         super().compile(optimizer=optimizer, jit_compile=jit_compile,
                         steps_per_execution=steps_per_execution, **kwargs)
+
+    def fit(self, *args, **kwargs):
+        """`keras.Model.fit`, with in-memory arrays fed by a fixed pipeline.
+
+        NumPy arrays (and eager tensors) for `x` (and `y`, and `validation_data` or
+        `validation_split`) go through `vae_zoo.models.arrays.array_dataset`: the same
+        batches, shuffled every epoch as Keras shuffles them, without the run-time
+        tuned pipeline Keras builds for arrays, which stalls some epochs by seconds on
+        a busy CPU. Everything else is Keras' `fit`.
+        """
+        return super().fit(**arrays.fit_arguments(args, kwargs))
+
+    fit.__signature__ = inspect.signature(keras.Model.fit)  # what callers bind against
 
     def compile_from_config(self, config):
         # Keras skips compiling a loaded model whose class overrides `compile`, so
