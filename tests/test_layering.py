@@ -20,7 +20,8 @@ PACKAGE = Path(vae_zoo.__file__).parent
 UTILITIES = ("vae_zoo", "vae_zoo._quiet", "vae_zoo.registry", "vae_zoo.__main__")
 LAYERS = {
     "core": ("vae_zoo.distributions", "vae_zoo.heads", "vae_zoo.networks",
-             "vae_zoo.objectives", "vae_zoo.schedules", "vae_zoo.models"),
+             "vae_zoo.objectives", "vae_zoo.aggregate_posterior", "vae_zoo.schedules",
+             "vae_zoo.models"),
     "analysis": ("vae_zoo.evaluate", "vae_zoo.plots"),
     "data": ("vae_zoo.data", "vae_zoo.datasets"),
     "training": ("vae_zoo.training",),
@@ -41,6 +42,8 @@ FORBIDDEN = [
     ("vae_zoo.networks", "vae_zoo.heads"),
     ("vae_zoo.objectives", "vae_zoo.models"),  # objectives import no models
     ("vae_zoo.objectives", "vae_zoo.heads"),
+    ("vae_zoo.aggregate_posterior", "vae_zoo.models"),
+    ("vae_zoo.aggregate_posterior", "vae_zoo.heads"),
     ("vae_zoo.distributions", "vae_zoo.heads"),
 ]
 THIRD_PARTY_FORBIDDEN = [

@@ -26,11 +26,20 @@ FLOW_POSTERIORS = [{"name": "iaf", "hidden_units": [8], "context_size": 2},
                    {"name": "planar", "num_steps": 2}]
 VAMP = [{"name": "vamp", "num_components": 3}]
 
+# Every objective of `vae_zoo.models.training_objectives` (options for a batch of 4) on
+# the dense family; on the conv family, one of each kind (importance-weighted, penalties
+# on q(z)).
+OBJECTIVES = ["elbo", "iwae", {"name": "miwae", "num_bounds": 2}, "ciwae",
+              {"name": "piwae", "num_bounds": 2}, {"name": "beta_tc", "dataset_size": 8},
+              "dip_vae_i", "dip_vae_ii", "info_vae", "wae", "capacity"]
+CONV_OBJECTIVES = ["elbo", "iwae", {"name": "piwae", "num_bounds": 2},
+                   {"name": "beta_tc", "dataset_size": 8}, "dip_vae_ii", "info_vae"]
+
 # The README matrix: family → (posteriors, priors, objectives); every family takes
 # every likelihood.
 MATRIX = {
-    "dense": (GAUSSIAN_POSTERIORS + FLOW_POSTERIORS, FLAT_PRIORS + VAMP, ["elbo", "iwae"]),
-    "conv": (GAUSSIAN_POSTERIORS + FLOW_POSTERIORS, FLAT_PRIORS + VAMP, ["elbo", "iwae"]),
+    "dense": (GAUSSIAN_POSTERIORS + FLOW_POSTERIORS, FLAT_PRIORS + VAMP, OBJECTIVES),
+    "conv": (GAUSSIAN_POSTERIORS + FLOW_POSTERIORS, FLAT_PRIORS + VAMP, CONV_OBJECTIVES),
     "fully_conv": (["diagonal_gaussian"], ["standard_normal", "spatial_autoregressive"], ["elbo", "iwae"]),
     "conditional": (
         GAUSSIAN_POSTERIORS,

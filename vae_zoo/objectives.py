@@ -8,7 +8,11 @@ driver computes a bound the same way (docs/theory.md):
 - `elbo_terms`, `beta_elbo_loss`: ELBO = E_q[log p(x|z)] − KL(q(z|x) || p(z)) with one
   reparameterized sample (Kingma & Welling 2014, eq. 7) and the loss −(rec − β·KL).
 - `iwae_terms`: the importance-weighted objective (Burda et al. 2016) with β inside
-  each weight, and the metrics reported beside it.
+  each weight, and the metrics reported beside it (`importance_metrics`).
+- `miwae_bound`, `ciwae_bound`, `piwae_surrogate`: the multiply, combination and
+  partially importance-weighted objectives of Rainforth et al. 2018 from log-weights.
+- `capacity_loss`: −log p(x|z) + γ |KL − C|, the controlled-capacity loss (Burgess et al.
+  2018); C comes from `vae_zoo.schedules.CapacitySchedule`.
 - `score_function_surrogate`, `zero_with_gradient`, `relaxed_surrogate`: the
   REINFORCE and Gumbel-softmax surrogates of discrete latents.
 - `importance_weighted_bound`: log (1/K) Σ_k w_k from log-weights; K = 1 is the ELBO.
@@ -88,6 +92,31 @@ def importance_weighted_bound(log_weights, axis=0):
     return tf.reduce_logsumexp(log_weights, axis=axis) - tf.math.log(k)
 
 
+def log_importance_weights(log_likelihood, log_prior, log_posterior, beta=1.0):
+    """log w_k = log p(x|z_k) − β (log q(z_k|x) − log p(z_k)), the shape of its inputs.
+
+    At β = 1 these are log p(x, z_k) / q(z_k|x), the log-weights of every
+    importance-weighted bound below; β ≠ 1 weights the prior-to-posterior ratio.
+    """
+    return log_likelihood - beta * (log_posterior - log_prior)
+
+
+def importance_metrics(log_likelihood, log_prior, log_posterior):
+    """What every importance-weighted objective reports, from `[K, B]` samples.
+
+    Returns:
+        dict of `[B]`: "iw_bound" (IWAE over the K samples, β = 1), and "elbo",
+        "reconstruction", "kl" averaged over the K samples (Monte-Carlo KL).
+    """
+    kl = log_posterior - log_prior  # [K, B]
+    return {
+        "iw_bound": importance_weighted_bound(log_likelihood - kl),
+        "elbo": tf.reduce_mean(log_likelihood - kl, axis=0),
+        "reconstruction": tf.reduce_mean(log_likelihood, axis=0),
+        "kl": tf.reduce_mean(kl, axis=0),
+    }
+
+
 def iwae_terms(log_likelihood, log_prior, log_posterior, beta):
     """The IWAE objective from K samples per example (Burda et al. 2016).
 
@@ -100,14 +129,73 @@ def iwae_terms(log_likelihood, log_prior, log_posterior, beta):
         dict of `[B]`: "loss" (the negated β-weighted bound), "iw_bound" (the bound at
         β = 1), and "elbo", "reconstruction", "kl" averaged over the K samples.
     """
-    kl = log_posterior - log_prior  # [K, B]
-    return {
-        "loss": -importance_weighted_bound(log_likelihood - beta * kl),
-        "iw_bound": importance_weighted_bound(log_likelihood - kl),
-        "elbo": tf.reduce_mean(log_likelihood - kl, axis=0),
-        "reconstruction": tf.reduce_mean(log_likelihood, axis=0),
-        "kl": tf.reduce_mean(kl, axis=0),
-    }
+    log_weights = log_importance_weights(log_likelihood, log_prior, log_posterior, beta)
+    return {"loss": -importance_weighted_bound(log_weights),
+            **importance_metrics(log_likelihood, log_prior, log_posterior)}
+
+
+def miwae_bound(log_weights, num_bounds):
+    """MIWAE(M, K): the mean of M importance-weighted bounds of K samples each.
+
+    Rainforth et al. 2018 (arXiv:1802.04537): for a fixed budget of M·K samples, fewer
+    samples per bound (smaller K) give the encoder a gradient with a higher
+    signal-to-noise ratio. M = 1 is IWAE(K); K = 1 is the ELBO averaged over M samples.
+
+    Args:
+        log_weights: `[M·K, B]`; bound m takes samples m·K to m·K + K − 1.
+        num_bounds: M (a Python int dividing the number of samples).
+
+    Returns:
+        `[B]`.
+    """
+    shape = tf.shape(log_weights)
+    groups = tf.reshape(log_weights, tf.concat([[num_bounds, shape[0] // num_bounds], shape[1:]], 0))
+    return tf.reduce_mean(importance_weighted_bound(groups, axis=1), axis=0)  # [B]
+
+
+def ciwae_bound(log_weights, beta):
+    """CIWAE: β · ELBO + (1 − β) · IWAE(K), both from the same K samples, `[B]`.
+
+    Rainforth et al. 2018 (arXiv:1802.04537); the ELBO is the mean of the K
+    log-weights. β = 1 is that ELBO, β = 0 is IWAE(K). (This β is CIWAE's, not the
+    model's KL weight.)
+
+    Args:
+        log_weights: `[K, B]`.
+        beta: float in [0, 1].
+    """
+    return beta * tf.reduce_mean(log_weights, axis=0) + (1.0 - beta) * importance_weighted_bound(
+        log_weights
+    )
+
+
+def piwae_surrogate(log_weights, generative_log_weights, num_bounds):
+    """PIWAE's surrogate (Rainforth et al. 2018, arXiv:1802.04537), `[B]`.
+
+    PIWAE trains the encoder φ on MIWAE(M, K) and the generative model θ (decoder,
+    likelihood, prior) on IWAE(M·K), from the same M·K samples. One gradient of one
+    scalar does both when
+    `S = MIWAE(w) − MIWAE(w') + IWAE(w')`, where w are the log-weights and w' the same
+    values computed with the samples z and log q(z|x) held fixed (`tf.stop_gradient`):
+    w' depends on θ only, and on θ exactly as w does (θ enters only through
+    log p_θ(x|z) + log p_θ(z) at the same z). So ∇_φ S = ∇_φ MIWAE(w) (the last two
+    terms have no φ path), ∇_θ S = ∇_θ MIWAE(w) − ∇_θ MIWAE(w') + ∇_θ IWAE(w') =
+    ∇_θ IWAE(w), and the value of S is IWAE(M·K).
+
+    Args:
+        log_weights: `[M·K, B]` log-weights with every gradient path.
+        generative_log_weights: `[M·K, B]` the same values with z and log q(z|x) held
+            fixed (computed from `tf.stop_gradient(z)`).
+        num_bounds: M.
+    """
+    return (miwae_bound(log_weights, num_bounds) - miwae_bound(generative_log_weights, num_bounds)
+            + importance_weighted_bound(generative_log_weights))
+
+
+def capacity_loss(reconstruction, kl, capacity, gamma):
+    """−log p(x|z) + γ |KL − C|, `[B]`: the controlled-capacity loss of Burgess et al.
+    2018 (arXiv:1804.03599), per example, with C the current capacity in nats."""
+    return -reconstruction + gamma * tf.abs(kl - capacity)
 
 
 def zero_with_gradient(t):

@@ -11,6 +11,9 @@ The formulas are plain functions of the step in `SCHEDULES` ("constant", "linear
 number they return a Python float (no TensorFlow dispatch), with a tensor a float64
 tensor. See docs/theory.md, "KL annealing".
 
+`CapacitySchedule`, the KL target C of the controlled-capacity objective, is built the
+same way (a linear rise of the step).
+
 Example:
 ```python
 beta = vae_zoo.schedules.BetaSchedule("linear", beta_max=1.0, warmup_steps=2000)
@@ -159,3 +162,55 @@ class BetaSchedule:
 
     def __repr__(self):
         return f"BetaSchedule({self.get_config()})"
+
+
+@keras.saving.register_keras_serializable(package="vae_zoo")
+class CapacitySchedule:
+    """C(step), the KL target of the controlled-capacity objective, in nats.
+
+    Burgess et al. 2018 (arXiv:1804.03599) train on −log p(x|z) + γ |KL − C| with the
+    capacity C raised linearly during training, so the code gains information
+    gradually. Like `BetaSchedule` it is a function of the optimizer's step, read
+    inside the compiled step, and saved with the model (through its objective).
+
+    Args:
+        capacity_max: C from `steps` on.
+        capacity_min: C at step 0.
+        steps: length of the linear rise (0: `capacity_max` from the start).
+
+    `schedule(step)`: a Python float for a Python number, a float32 tensor for a tensor.
+
+    Example:
+    ```python
+    capacity = vae_zoo.schedules.CapacitySchedule(capacity_max=25.0, steps=100_000)
+    capacity(50_000)  # 12.5
+    ```
+    """
+
+    def __init__(self, capacity_max=25.0, capacity_min=0.0, steps=100_000):
+        if not 0 <= capacity_min <= capacity_max:
+            raise ValueError("need 0 <= capacity_min <= capacity_max, got "
+                             f"{capacity_min}, {capacity_max}")
+        if steps < 0:
+            raise ValueError(f"need steps >= 0, got {steps}")
+        self.capacity_max, self.capacity_min = float(capacity_max), float(capacity_min)
+        self.steps = int(steps)
+
+    def __call__(self, step):
+        if self.steps == 0:
+            value = constant(step, beta_max=self.capacity_max)
+        else:
+            value = linear(step, beta_min=self.capacity_min, beta_max=self.capacity_max,
+                           warmup_steps=self.steps)
+        return value if isinstance(step, numbers.Real) else tf.cast(value, tf.float32)
+
+    def get_config(self):
+        return {"capacity_max": self.capacity_max, "capacity_min": self.capacity_min,
+                "steps": self.steps}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        return f"CapacitySchedule({self.get_config()})"

@@ -9,7 +9,9 @@ out-of-range values raise `RecipeError` with one line naming the key.
               file), binarize, batch_size, train_split, test_split, image_size,
               data_dir, image_key, label_key, cache_budget_mb, seed
 [model]       family (required) and the family constructor's arguments
-              (e.g. latent_dim, hidden_units, likelihood, posterior, prior, beta);
+              (e.g. latent_dim, hidden_units, likelihood, posterior, prior, beta,
+              objective: a name or {name = ..., options}, see
+              `vae_zoo.models.training_objectives`);
               a conditional family (`conditional = True`) gets (x, y) batches
 [train]       epochs, optimizer, learning_rate, seed, jit_compile, steps_per_execution,
               strategy ("auto", "one_device", "mirrored", "multi_worker")
@@ -52,6 +54,7 @@ from vae_zoo.drivers.schema import (  # noqa: F401  (the schema's names, public 
     RecipeError,
     check_annealing,
     check_dataset,
+    check_objective,
     check_sizes,
     check_spec,
     check_tune,
@@ -209,6 +212,8 @@ def validate(raw: dict) -> dict:
         value = check_value(where, model[key], field)
         if key in SPEC_ARGS:
             check_spec(where, value, SPEC_ARGS[key])
+        if key == "objective":
+            check_objective(where, value)
         if key in SIZE_LIST_ARGS:
             check_sizes(where, value)
         checked[key] = value

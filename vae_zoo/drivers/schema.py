@@ -194,7 +194,7 @@ def model_fields(family_cls) -> dict[str, Field]:
     for name, default in parameters + list(shared.items()):
         if name in ("self",) + _DERIVED_MODEL_ARGS:
             continue
-        if name in SPEC_ARGS:
+        if name in SPEC_ARGS or name == "objective":
             kinds = (str, dict)
         elif isinstance(default, bool):
             kinds = (bool,)
@@ -282,6 +282,17 @@ def check_spec(where, value, registry_name):
             + suggest(name, registry.names())
         )
 
+
+
+def check_objective(where, value):
+    """model.objective names a registered training objective whose options exist and
+    hold valid values (`vae_zoo.models.training_objectives`); one line naming the key."""
+    from vae_zoo.models import training_objectives
+
+    try:
+        training_objectives.build(value)
+    except ValueError as error:  # "objective..." (the option, or the name)
+        raise RecipeError(f"{where.rpartition('.')[0]}.{error}") from None
 
 
 def hidden_layers_key_of(model, fields):

@@ -19,7 +19,8 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from vae_zoo import objectives
-from vae_zoo.models import arrays
+from vae_zoo.models import arrays, training_objectives
+from vae_zoo.models.training_objectives import OBJECTIVES  # noqa: F401  (the registry)
 from vae_zoo.registry import Registry
 from vae_zoo.schedules import BetaSchedule
 
@@ -27,8 +28,8 @@ tfd = tfp.distributions
 
 MODELS = Registry("model family")
 
+# Reported by every objective; each adds its own (`Objective.metric_names`).
 METRIC_NAMES = ("loss", "elbo", "reconstruction", "kl", "beta")
-OBJECTIVES = ("elbo", "iwae")
 # Training steps per call of the compiled train function when `compile` is left at
 # steps_per_execution="auto" (one tf.while_loop runs them; more gains little).
 AUTO_STEPS_PER_EXECUTION = 32
@@ -59,9 +60,12 @@ def deserialize_config_value(obj):
 
 
 def serialize_config_value(value):
-    """A config value as JSON-able data: schedules serialized, the rest as given."""
+    """A config value as JSON-able data: schedules serialized, an objective as its spec
+    `{"name": ..., **options}`, the rest as given."""
     if isinstance(value, BetaSchedule):
         return _serialize(value)
+    if isinstance(value, training_objectives.Objective):
+        return value.get_config()
     return value
 
 
@@ -86,13 +90,19 @@ class VAE(keras.Model):
             compiled step before every training step, like a learning-rate schedule).
             The current value is the non-trainable variable `model.beta`.
         analytic_kl: use the closed-form KL when registered in TFP.
-        objective: "elbo" (one reparameterized sample per example) or "iwae": the
+        objective: the training objective, a name or spec of
+            `vae_zoo.models.training_objectives.OBJECTIVES` (or an `Objective`):
+            "elbo" (one reparameterized sample per example), "iwae": the
             importance-weighted bound log (1/K) Σ_k w_k with K = `num_samples`
-            (Burda et al. 2016, arXiv:1509.00519), trained through the same
-            `train_step`. With β ≠ 1 the weights are p(x|z_k) (p(z_k)/q(z_k|x))^β.
-            The "elbo", "reconstruction" and "kl" metrics are then averages over the
-            K samples and "iw_bound" reports the bound itself.
-        num_samples: K, importance samples per example for "iwae".
+            (Burda et al. 2016, arXiv:1509.00519; with β ≠ 1 the weights are
+            p(x|z_k) (p(z_k)/q(z_k|x))^β, the "elbo", "reconstruction" and "kl"
+            metrics are averages over the K samples and "iw_bound" reports the
+            bound), or with options, e.g. `{"name": "beta_tc", "beta": 6.0,
+            "dataset_size": 5000}`, `{"name": "miwae", "num_bounds": 4}` (see that
+            module for all of them and the metrics each adds). Every objective
+            trains through the same `train_step`.
+        num_samples: K, importance samples per example (per bound) for the
+            importance-weighted objectives.
         seed: int or None, seeds the model's `keras.random.SeedGenerator`.
 
     Example:
@@ -137,8 +147,7 @@ class VAE(keras.Model):
         self.beta_config = beta  # what `get_config` records: the float or the schedule
         if self.initial_beta < 0:
             raise ValueError(f"beta must be >= 0, got {beta}")
-        if objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+        training_objective = training_objectives.build(objective)
         if int(num_samples) < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         # Layers.
@@ -150,7 +159,12 @@ class VAE(keras.Model):
         self.data_shape = tuple(int(d) for d in input_shape)
         self.latent_shape = tuple(prior.latent_shape)
         self.analytic_kl = bool(analytic_kl)
-        self.objective = objective
+        self.objective = training_objective.name
+        self.training_objective = training_objective
+        # What `get_config` records: the name as given, else the spec with its options
+        # (set past Keras' attribute tracking, which would wrap the dict).
+        object.__setattr__(self, "objective_config", objective if isinstance(objective, str)
+                           else training_objective.get_config())
         self.num_samples = int(num_samples)
         self.seed = seed
         self.beta = self.add_weight(
@@ -165,7 +179,7 @@ class VAE(keras.Model):
         # q(z|u_k) over pseudo-inputs u_k) is handed `encode` and the input shape.
         if hasattr(prior, "attach_encoder"):
             prior.attach_encoder(self.encode, self.data_shape, conditional=self.conditional)
-        names = METRIC_NAMES + (("iw_bound",) if objective == "iwae" else ())
+        names = METRIC_NAMES + training_objective.metric_names
         self.trackers = [keras.metrics.Mean(name=name) for name in names]
         # Wiring: create every variable now, so the model can be saved, restored,
         # distributed and checkpointed (keras-tuner) without a first call.
@@ -234,12 +248,22 @@ class VAE(keras.Model):
             dict of `[B]` tensors: "elbo", "reconstruction" (log p(x|z)) and "kl"
             (analytic when registered in TFP, Monte-Carlo otherwise).
         """
+        return self.elbo_with_latents(x, y, seed)[0]
+
+    def elbo_with_latents(self, x, y=None, seed=None):
+        """`elbo` and what it was computed from, for objectives that also penalize q(z).
+
+        Returns:
+            (terms, q, z, prior): the dict of `elbo`, q(z|x) (batch `[B]`), the sample
+            z `[B, *latent_shape]` and p(z) (`prior_for(q, y)`).
+        """
         seed = self.draw_seed(seed)
         x = tf.convert_to_tensor(x, tf.float32)
         q = self.encode(x, y)
         z = self.posterior_sample(q, seed)
         likelihood = self.decode(z, y)
-        return objectives.elbo_terms(x, q, z, likelihood, self.prior_for(q, y), self.analytic_kl)
+        prior = self.prior_for(q, y)
+        return objectives.elbo_terms(x, q, z, likelihood, prior, self.analytic_kl), q, z, prior
 
     def log_importance_weights(self, x, num_samples, y=None, seed=None):
         """log p(x|z_k) + log p(z_k) − log q(z_k|x) for K samples z_k ~ q: `[K, B]`."""
@@ -253,10 +277,23 @@ class VAE(keras.Model):
             dict of `[K, B]` tensors: "log_likelihood" log p(x|z_k), "log_prior"
             log p(z_k) and "log_posterior" log q(z_k|x).
         """
-        seed = self.draw_seed(seed)
         x = tf.convert_to_tensor(x, tf.float32)
+        q, z = self.draw_latents(x, num_samples, y, seed)
+        return self.score_latents(x, q, z, y)
+
+    def draw_latents(self, x, num_samples, y=None, seed=None):
+        """q(z|x) and K reparameterized samples of it: (q, z `[K, B, *latent_shape]`)."""
+        seed = self.draw_seed(seed)
         q = self.encode(x, y)
-        z = q.sample(num_samples, seed=seed)  # [K, B, *latent_shape]
+        return q, q.sample(num_samples, seed=seed)
+
+    def score_latents(self, x, q, z, y=None):
+        """The parts of the log importance weights at given samples z `[K, B, ...]` of q.
+
+        Returns:
+            dict of `[K, B]` tensors, as `importance_terms`.
+        """
+        num_samples = z.shape[0] if z.shape[0] is not None else tf.shape(z)[0]
         flat_z = tf.reshape(z, tf.concat([[-1], tf.shape(z)[2:]], 0))  # [K*B, *latent_shape]
         batch = tf.shape(x)[0]
         tiled_x = tf.tile(x, [num_samples] + [1] * len(self.data_shape))  # [K*B, ...]
@@ -382,24 +419,18 @@ class VAE(keras.Model):
         return (x,)
 
     def compute_terms(self, inputs, training=False):
-        """Per-example objective terms (dict of `[B]`), including "loss" to minimize.
+        """Per-example objective terms (dict of `[B]`), including "loss" to minimize:
+        the model's `training_objective` (`vae_zoo.models.training_objectives`).
 
         `training` is True in `train_step` (families with training-only state, such
         as a score-function baseline, update it then) and False in `test_step`.
 
-        A family may add "surrogate" (`[B]`): the quantity whose gradient estimates
-        the gradient of "loss" (e.g. the score-function estimator for discrete z).
+        A family or an objective may add "surrogate" (`[B]`): the quantity to
+        differentiate instead of "loss" (e.g. the score-function estimator for
+        discrete z, or PIWAE's gradients routed to encoder and decoder).
         """
         beta = tf.convert_to_tensor(self.beta)
-        if self.objective == "iwae":
-            x, *condition = inputs
-            parts = self.importance_terms(x, self.num_samples, *condition)
-            return objectives.iwae_terms(
-                parts["log_likelihood"], parts["log_prior"], parts["log_posterior"], beta
-            )
-        terms = self.elbo(*inputs)
-        terms["loss"] = objectives.beta_elbo_loss(terms["reconstruction"], terms["kl"], beta)
-        return terms
+        return self.training_objective.terms(self, inputs, beta)
 
     def _mean_over_global_batch(self, per_example):
         """Σ over the replica's examples / global batch size.
@@ -472,7 +503,7 @@ class VAE(keras.Model):
             "input_shape": self.data_shape,
             "beta": serialize_config_value(self.beta_config),
             "analytic_kl": self.analytic_kl,
-            "objective": self.objective,
+            "objective": self.objective_config,
             "num_samples": self.num_samples,
             "seed": self.seed,
         }
