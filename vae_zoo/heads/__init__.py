@@ -28,6 +28,7 @@ from vae_zoo.heads.posteriors import (
 )
 from vae_zoo.heads.priors import (
     PRIORS,
+    AutoregressiveCategoricalPrior,
     ConditionalGaussianPrior,
     MixtureOfGaussiansPrior,
     Prior,
@@ -38,7 +39,7 @@ from vae_zoo.heads.priors import (
 
 __all__ = [
     "EIGHT_BIT_ATOL", "LIKELIHOODS", "POSTERIORS", "PRIORS",
-    "BernoulliLikelihood", "Categorical256Likelihood", "CategoricalPosterior",
+    "AutoregressiveCategoricalPrior", "BernoulliLikelihood", "Categorical256Likelihood", "CategoricalPosterior",
     "ConditionalGaussianPrior", "DiagonalGaussianPosterior", "DiscretizedLogisticMixtureLikelihood",
     "DistributionHead", "EightBitLikelihood", "FullCovarianceGaussianPosterior",
     "GaussianLearnedScaleLikelihood", "GaussianLikelihood", "GaussianPerPixelLikelihood",
