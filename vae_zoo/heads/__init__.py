@@ -31,6 +31,7 @@ from vae_zoo.heads.posteriors import (
 )
 from vae_zoo.heads.priors import (
     PRIORS,
+    AutoregressiveCategoricalPrior,
     ConditionalGaussianPrior,
     MixtureOfGaussiansPrior,
     Prior,
@@ -42,7 +43,7 @@ from vae_zoo.heads.vamp_prior import VampPrior
 
 __all__ = [
     "EIGHT_BIT_ATOL", "LIKELIHOODS", "POSTERIORS", "PRIORS",
-    "BernoulliLikelihood", "Categorical256Likelihood", "CategoricalPosterior",
+    "AutoregressiveCategoricalPrior", "BernoulliLikelihood", "Categorical256Likelihood", "CategoricalPosterior",
     "ConditionalGaussianPrior", "DiagonalGaussianPosterior", "DiscretizedLogisticMixtureLikelihood",
     "DistributionHead", "EightBitLikelihood", "FlowPosterior", "FullCovarianceGaussianPosterior",
     "GaussianLearnedScaleLikelihood", "GaussianLikelihood", "GaussianPerPixelLikelihood",

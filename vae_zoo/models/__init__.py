@@ -16,6 +16,7 @@ from vae_zoo.models.dense import DenseVAE
 from vae_zoo.models.discrete import DiscreteVAE
 from vae_zoo.models.fully_conv import FullyConvVAE
 from vae_zoo.models.gaussian_mixture import GaussianMixture  # EM baseline, not a VAE
+from vae_zoo.models.vqvae import VQVAE
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
@@ -30,5 +31,6 @@ __all__ = [
     "ConditionalVAE",
     "ConditionalGaussianPrior",
     "DiscreteVAE",
+    "VQVAE",
     "GaussianMixture",
 ]

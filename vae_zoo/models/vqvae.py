@@ -1,0 +1,408 @@
+"""VQ-VAE: a map of codes from a learned codebook, with a learned autoregressive prior.
+
+The encoder maps x to a map of D-dimensional vectors z_e; each is replaced by its
+nearest codebook vector e_k (one of K), the decoder reads the map of e_k. The codes k
+are the latent variable: q(k|x) puts all its mass on the nearest codes (a one-hot,
+deterministic categorical), so KL(q(k|x) || p(k)) = −log p(k), and
+
+    ELBO = log p(x|k) + log p(k)        (log q(k|x) = 0).
+
+Gradients (van den Oord et al. 2017): the decoder's gradient with respect to the
+quantized map is copied to z_e (straight-through estimator), a commitment term
+β‖z_e − sg(e)‖² keeps the encoder close to its codes, and the codebook is not trained
+by gradient: it follows exponential moving averages of the encoder outputs assigned to
+each code (the paper's appendix; Razavi et al. 2019), updated once per training step.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from vae_zoo import heads, networks, objectives
+from vae_zoo.models.base import MODELS
+from vae_zoo.models.family import Family
+
+# The priors over a code map the family accepts (both categorical over K codes).
+CODE_PRIORS = ("autoregressive_categorical", "uniform_categorical")
+# Logit of the codes q(k|x) excludes: exp(−1e9) is exactly 0 in float32, so q is one-hot,
+# log q(k|x) = 0 and its entropy 0, with no −inf (0 · −inf) in TFP's formulas.
+EXCLUDED_LOGIT = -1e9
+# Metrics besides the shared ones (`train_step` and `test_step` report them).
+EXTRA_METRICS = ("commitment", "perplexity")
+
+
+def squared_distances(z_e, codebook):
+    """‖z_e − e_k‖² for every vector of `z_e` `[..., D]` and code e_k of `codebook`
+    `[K, D]`: `[..., K]`."""
+    cross = tf.einsum("...d,kd->...k", z_e, codebook)
+    return (tf.reduce_sum(tf.square(z_e), -1, keepdims=True) - 2.0 * cross
+            + tf.reduce_sum(tf.square(codebook), -1))
+
+
+def hard_logits(codes, num_codes):
+    """Logits of the one-hot categorical on `codes` (int `[...]`): `[..., num_codes]`,
+    0 at the code, `EXCLUDED_LOGIT` elsewhere."""
+    return (1.0 - tf.one_hot(codes, num_codes)) * EXCLUDED_LOGIT
+
+
+@keras.saving.register_keras_serializable(package="vae_zoo")
+class VectorQuantizer(keras.layers.Layer):
+    """A codebook of K vectors in R^D, learned by exponential moving averages.
+
+    State, non-trainable variables saved with the model: `codebook` e `[K, D]`,
+    `cluster_size` N `[K]` and `embedding_sum` m `[K, D]`. One `update` with the batch's
+    encoder outputs z_i and their codes k_i does, with decay γ and smoothing ε
+    (van den Oord et al. 2017, appendix A.1; Razavi et al. 2019, eq. 5–6 and the Laplace
+    smoothing of their implementation):
+
+        n_k = #{i: k_i = k},           s_k = Σ_{i: k_i = k} z_i
+        N_k ← γ N_k + (1 − γ) n_k,     m_k ← γ m_k + (1 − γ) s_k
+        Ñ_k = (N_k + ε) / (Σ_j N_j + K ε) · Σ_j N_j
+        e_k = m_k / Ñ_k
+
+    N starts at 1 and m at the initial codebook, so a code no batch has used stays
+    (up to the smoothing) where it started instead of collapsing to 0. With
+    `dead_code_threshold` > 0, every code whose N_k falls below it after an update is
+    restarted at a random encoder output of the batch (m_k = z_i, N_k = 1), as in
+    Dhariwal et al. 2020 (arXiv:2005.00341). Under a `tf.distribute` strategy n and s
+    are summed over the replicas first, so every replica applies the same update.
+
+    Args:
+        num_embeddings: K >= 2, codes in the codebook.
+        embedding_dim: D >= 1, size of each code vector.
+        decay: γ in [0, 1).
+        epsilon: ε > 0, Laplace smoothing of the counts.
+        dead_code_threshold: float >= 0; 0 never restarts a code.
+        seed: int or None, seeds the initial codebook (N(0, 1) entries).
+
+    Example:
+    ```python
+    quantizer = VectorQuantizer(64, 16)
+    quantizer.build()
+    codes = quantizer.nearest(z_e)                        # [B, h, w] int32
+    z_q = quantizer.embed(tf.one_hot(codes, 64))          # [B, h, w, 16]
+    quantizer.update(z_e, tf.one_hot(codes, 64))          # one EMA step
+    ```
+    """
+
+    def __init__(self, num_embeddings, embedding_dim, decay=0.99, epsilon=1e-5,
+                 dead_code_threshold=0.0, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.num_embeddings = int(num_embeddings)
+        self.embedding_dim = int(embedding_dim)
+        self.decay = float(decay)
+        self.epsilon = float(epsilon)
+        self.dead_code_threshold = float(dead_code_threshold)
+        self.seed = seed
+
+    def build(self, input_shape=None):
+        if self.built:
+            return
+        shape = (self.num_embeddings, self.embedding_dim)
+        state = dict(trainable=False, dtype="float32", autocast=False, aggregation="mean")
+        self.codebook = self.add_weight(
+            name="codebook", shape=shape,
+            initializer=keras.initializers.RandomNormal(stddev=1.0, seed=self.seed), **state,
+        )
+        self.cluster_size = self.add_weight(
+            name="cluster_size", shape=shape[:1], initializer="ones", **state
+        )
+        self.embedding_sum = self.add_weight(
+            name="embedding_sum", shape=shape, initializer="zeros", **state
+        )
+        self.embedding_sum.assign(self.codebook)  # e = m / N with N = 1
+        self.built = True
+
+    def nearest(self, z_e, codebook=None):
+        """The code of each vector of `z_e` `[..., D]`: int32 `[...]` (argmin distance)."""
+        codebook = self.codebook if codebook is None else codebook
+        distances = squared_distances(z_e, tf.convert_to_tensor(codebook))
+        return tf.argmin(distances, axis=-1, output_type=tf.int32)
+
+    def embed(self, one_hot, codebook=None):
+        """`one_hot` `[..., K]` (or any weights over the codes) → Σ_k w_k e_k `[..., D]`."""
+        codebook = self.codebook if codebook is None else codebook
+        return tf.einsum("...k,kd->...d", one_hot, tf.convert_to_tensor(codebook))
+
+    def update(self, z_e, one_hot, seed=None):
+        """One EMA step (class docstring) from encoder outputs `z_e` `[..., D]` and their
+        one-hot codes `[..., K]`; `seed` (a `[2]` stateless seed) picks restarts."""
+        flat_z = tf.reshape(tf.stop_gradient(z_e), [-1, self.embedding_dim])  # [M, D]
+        flat_codes = tf.reshape(tf.stop_gradient(one_hot), [-1, self.num_embeddings])
+        counts = tf.reduce_sum(flat_codes, 0)  # n_k, [K]
+        sums = tf.matmul(flat_codes, flat_z, transpose_a=True)  # s_k, [K, D]
+        replica = tf.distribute.get_replica_context()
+        if replica is not None and replica.num_replicas_in_sync > 1:
+            counts, sums = replica.all_reduce(tf.distribute.ReduceOp.SUM, [counts, sums])
+        decay = self.decay
+        size = decay * self.cluster_size + (1.0 - decay) * counts
+        total = decay * self.embedding_sum + (1.0 - decay) * sums
+        if self.dead_code_threshold > 0:
+            size, total = self._restart_dead_codes(size, total, flat_z, seed)
+        self.cluster_size.assign(size)
+        self.embedding_sum.assign(total)
+        self.codebook.assign(total / self.smoothed_sizes(size)[:, None])
+
+    def smoothed_sizes(self, size):
+        """Ñ_k = (N_k + ε) / (Σ N + K ε) · Σ N: counts never 0, same total."""
+        n = tf.reduce_sum(size)
+        return (size + self.epsilon) / (n + self.num_embeddings * self.epsilon) * n
+
+    def _restart_dead_codes(self, size, total, flat_z, seed):
+        dead = size < self.dead_code_threshold  # [K]
+        picks = tf.random.stateless_uniform(
+            [self.num_embeddings], seed, maxval=tf.shape(flat_z)[0], dtype=tf.int32
+        )
+        restart = tf.gather(flat_z, picks)  # [K, D]
+        return (tf.where(dead, 1.0, size), tf.where(dead[:, None], restart, total))
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_embeddings": self.num_embeddings,
+            "embedding_dim": self.embedding_dim,
+            "decay": self.decay,
+            "epsilon": self.epsilon,
+            "dead_code_threshold": self.dead_code_threshold,
+            "seed": self.seed,
+        }
+
+
+@keras.saving.register_keras_serializable(package="vae_zoo")
+@MODELS.register("vqvae")
+class VQVAE(Family):
+    """Vector-quantized VAE with an EMA codebook and a learned PixelCNN prior over codes.
+
+    Encoder (`networks.fully_conv_encoder`): `Conv2D(f, k, s, "same")` per (filter,
+    kernel size, stride) → 1×1 conv to z_e `[B, h, w, D]`, h = H/S, w = W/S (S the
+    product of strides). Each vector is replaced by its nearest code of a
+    `VectorQuantizer` (K codes, EMA-learned). The latent z is the one-hot code map,
+    `latent_shape = (h, w, K)`; `decode(z)` embeds it (z · codebook, so soft
+    interpolations between one-hot maps decode too) and runs the mirror-image
+    transposed convolutions (`networks.fully_conv_decoder`) to the likelihood.
+
+    The latent variable and the bound. q(k|x) (`encode`) is a one-hot categorical on
+    the nearest codes (batch `[B]`, event `[h, w, K]`: `mean()` is the one-hot map,
+    `stddev()` 0, log q(k|x) = 0), so KL(q || p) = −log p(k) and
+
+        elbo = reconstruction − kl = log p(x|k) + log p(k).
+
+    Every importance sample of q is the same k, so `importance_terms` computes the
+    weight once and repeats it K times: the importance-weighted bound (evaluation,
+    serving) equals the ELBO exactly for every K.
+
+    Prior p(k): "autoregressive_categorical" (default, `AutoregressiveCategoricalPrior`:
+    masked convolutions over the one-hot map, categorical outputs) or
+    "uniform_categorical" (the paper's fixed prior during VQ-VAE training,
+    kl = h·w·log K). The learned prior is trained jointly, on the current codes with
+    no gradient to the encoder: its loss is the ELBO's kl, β·(−log p(k)), whose
+    gradient reaches only the prior (codes are an argmin). Joint rather than the
+    paper's second stage, so one `fit` (one `train_step`) trains everything and the
+    reported ELBO is a bound at every epoch; the price is a prior that chases codes
+    still moving early in training. `sample` draws codes ancestrally (one network
+    pass per position) and decodes them.
+
+    Training (`compute_terms`): with z_q = e_k the quantized map and sg the stop
+    gradient, the decoder reads z_e + sg(z_q − z_e) (value z_q, gradient copied to z_e:
+    straight-through, Bengio et al. 2013, arXiv:1308.3432). "loss" is
+    −(log p(x|k) − β·kl) as in every family; "surrogate", what `train_step`
+    differentiates, adds `commitment_cost` · ‖z_e − sg(z_q)‖² (the paper's β; summed
+    over the map, per example). Metrics add "commitment" and "perplexity" (exp of the
+    entropy of the batch's code usage: K when every code is used equally, 1 when one
+    code is used). The codebook is updated by `VectorQuantizer.update` after the
+    step's quantization, only when `training=True`, i.e. once per `train_step`
+    (also with several steps per execution and XLA) and never in `test_step`,
+    `evaluate` or serving.
+
+    Args:
+        input_shape: tuple `(H, W, C)`, H and W divisible by S.
+        num_embeddings: K >= 2, codes in the codebook.
+        embedding_dim: D >= 1, size of a code vector (channels of z_e).
+        filters: sequence of ints, encoder convolution channels (decoder reversed).
+        kernel_sizes: sequence of ints, one per convolution.
+        strides: sequence of ints, one per convolution.
+        commitment_cost: float >= 0, weight of the commitment term (the paper's β).
+        decay: float in [0, 1), γ of the codebook's moving averages.
+        epsilon: float > 0, Laplace smoothing of the code counts.
+        dead_code_threshold: float >= 0; codes whose moving-average count falls below
+            it are restarted at random encoder outputs (0: never).
+        likelihood: name or spec of a p(x|z) head in `vae_zoo.heads.LIKELIHOODS`.
+        prior: "autoregressive_categorical" (or a spec with its options: filters,
+            kernel_size, num_layers, activation) or "uniform_categorical".
+        activation: hidden-layer activation.
+        **kwargs: the shared arguments beta (weight of kl; here it only scales the
+            prior's training signal) and seed, and Keras layer arguments; see `Family`.
+
+    Example:
+    ```python
+    model = VQVAE((28, 28, 1), num_embeddings=64, embedding_dim=16)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.fit(train, epochs=10)
+    q = model.encode(x)                # batch [B], event [7, 7, 64], one-hot
+    codes = tf.argmax(q.mode(), -1)    # [B, 7, 7]
+    x_new = model.sample(16)           # [16, 28, 28, 1]: codes ~ p(k), then E[x|k]
+    ```
+
+    References: van den Oord, Vinyals & Kavukcuoglu, "Neural Discrete Representation
+    Learning", arXiv:1711.00937; Razavi, van den Oord & Vinyals, "Generating Diverse
+    High-Fidelity Images with VQ-VAE-2", arXiv:1906.00446.
+    """
+
+    # Small arguments that build a working model (the shared family tests use them).
+    example_arguments = dict(input_shape=(8, 8, 1), num_embeddings=4, embedding_dim=2,
+                             filters=(4,), kernel_sizes=(3,), strides=(2,),
+                             prior={"name": "autoregressive_categorical", "filters": 4,
+                                    "num_layers": 1})
+
+    shared_arguments = ("beta", "seed")
+
+    def __init__(
+        self,
+        input_shape,
+        num_embeddings=64,
+        embedding_dim=16,
+        filters=(32, 64),
+        kernel_sizes=(4, 4),
+        strides=(2, 2),
+        commitment_cost=0.25,
+        decay=0.99,
+        epsilon=1e-5,
+        dead_code_threshold=0.0,
+        likelihood="bernoulli",
+        prior="autoregressive_categorical",
+        activation="relu",
+        **kwargs,
+    ):
+        input_shape = tuple(int(d) for d in input_shape)
+        num_embeddings, embedding_dim = int(num_embeddings), int(embedding_dim)
+        filters, kernel_sizes, strides = (
+            tuple(int(v) for v in values) for values in (filters, kernel_sizes, strides)
+        )
+        _check_arguments(num_embeddings, embedding_dim, commitment_cost, decay, epsilon,
+                         dead_code_threshold, prior)
+        networks.check_conv_layers(input_shape, filters, kernel_sizes, strides)
+        stride = networks.total_stride(strides)
+        latent_shape = (input_shape[0] // stride, input_shape[1] // stride, num_embeddings)
+        self.commitment_cost = float(commitment_cost)
+        # Layers (the quantizer first: the base constructor's build uses it).
+        self.quantizer = VectorQuantizer(
+            num_embeddings, embedding_dim, decay, epsilon, dead_code_threshold,
+            seed=kwargs.get("seed"), name="quantizer",
+        )
+        likelihood_head = heads.LIKELIHOODS.build(likelihood)
+        encoder = networks.fully_conv_encoder(
+            input_shape[-1], filters, kernel_sizes, strides, embedding_dim, activation
+        )
+        decoder = networks.fully_conv_decoder(
+            embedding_dim, filters[::-1], kernel_sizes[::-1], strides[::-1],
+            input_shape[-1], likelihood_head.params_per_element, activation,
+        )
+        # Wiring.
+        super().__init__(
+            encoder=encoder,
+            decoder=decoder,
+            posterior=heads.CategoricalPosterior(),
+            likelihood=likelihood_head,
+            prior=heads.PRIORS.build(prior, latent_shape=latent_shape),
+            input_shape=input_shape,
+            **kwargs,
+        )
+
+    def build(self, input_shape=None):
+        if self.built:
+            return
+        self.quantizer.build()
+        self.trackers.extend(keras.metrics.Mean(name=name) for name in EXTRA_METRICS)
+        super().build(input_shape)
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def num_embeddings(self) -> int:
+        return self.quantizer.num_embeddings
+
+    def encode(self, x, y=None):
+        """q(k|x), one-hot on the nearest codes: batch `[B]`, event `[h, w, K]`."""
+        z_e = self.encoder(tf.convert_to_tensor(x, tf.float32))
+        return self.posterior(hard_logits(self.quantizer.nearest(z_e), self.num_embeddings))
+
+    def decode(self, z, y=None):
+        """p(x|z) for one-hot code maps z `[B, h, w, K]` (or weights over the codes):
+        batch `[B]`, event `input_shape`."""
+        return self.likelihood(self.decoder(self.quantizer.embed(tf.convert_to_tensor(z))))
+
+    def posterior_sample(self, q, seed):
+        """The one value of q(k|x): its one-hot mode, `[B, h, w, K]` (no sampling)."""
+        return q.mode()
+
+    def importance_terms(self, x, num_samples, y=None, seed=None):
+        """`[K, B]` terms of K importance samples, all equal: q(k|x) is one point, so
+        the weight log p(x|k) + log p(k) − 0 is computed once and repeated."""
+        x = tf.convert_to_tensor(x, tf.float32)
+        q = self.encode(x)
+        z = q.mode()
+        terms = {
+            "log_likelihood": self.decode(z).log_prob(x),
+            "log_prior": self.prior_for(q).log_prob(z),
+            "log_posterior": q.log_prob(z),
+        }
+        return {key: tf.tile(value[tf.newaxis], [num_samples, 1]) for key, value in terms.items()}
+
+    # ------------------------------------------------------------------ training
+
+    def compute_terms(self, inputs, training=False):
+        """Per-example terms (dict of `[B]`): "elbo", "reconstruction", "kl", "loss",
+        "surrogate", "commitment", and "perplexity" (the batch's, repeated).
+
+        With `training=True` the codebook takes one EMA step after the quantization
+        (which uses the codebook as it was before the step).
+        """
+        x = tf.convert_to_tensor(inputs[0], tf.float32)
+        codebook = tf.convert_to_tensor(self.quantizer.codebook)  # before this step's update
+        z_e = self.encoder(x)  # [B, h, w, D]
+        codes = self.quantizer.nearest(z_e, codebook)  # [B, h, w]
+        one_hot = tf.one_hot(codes, self.num_embeddings)  # [B, h, w, K]
+        z_q = self.quantizer.embed(one_hot, codebook)
+        straight_through = z_e + tf.stop_gradient(z_q - z_e)
+        reconstruction = self.likelihood(self.decoder(straight_through)).log_prob(x)
+        q = self.posterior(hard_logits(codes, self.num_embeddings))
+        kl = objectives.kl_divergence(q, self.prior_for(q), one_hot, self.analytic_kl)
+        commitment = tf.reduce_sum(tf.square(z_e - tf.stop_gradient(z_q)), axis=[1, 2, 3])
+        loss = objectives.beta_elbo_loss(reconstruction, kl, tf.convert_to_tensor(self.beta))
+        usage = tf.reduce_mean(tf.reshape(one_hot, [-1, self.num_embeddings]), 0)  # [K]
+        perplexity = tf.exp(-tf.reduce_sum(usage * tf.math.log(usage + 1e-10)))
+        if training:
+            self.quantizer.update(z_e, one_hot, self.draw_seed())
+        return {
+            "elbo": reconstruction - kl,
+            "reconstruction": reconstruction,
+            "kl": kl,
+            "loss": loss,
+            "surrogate": loss + self.commitment_cost * commitment,
+            "commitment": commitment,
+            "perplexity": tf.fill(tf.shape(kl), perplexity),
+        }
+
+
+def _check_arguments(num_embeddings, embedding_dim, commitment_cost, decay, epsilon,
+                     dead_code_threshold, prior):
+    """One-line `ValueError`s naming the argument."""
+    if num_embeddings < 2:
+        raise ValueError(f"num_embeddings must be >= 2, got {num_embeddings}")
+    if embedding_dim < 1:
+        raise ValueError(f"embedding_dim must be >= 1, got {embedding_dim}")
+    if not commitment_cost >= 0:
+        raise ValueError(f"commitment_cost must be >= 0, got {commitment_cost}")
+    if not 0 <= decay < 1:
+        raise ValueError(f"decay must be in [0, 1), got {decay}")
+    if not epsilon > 0:
+        raise ValueError(f"epsilon must be > 0, got {epsilon}")
+    if not dead_code_threshold >= 0:
+        raise ValueError(f"dead_code_threshold must be >= 0, got {dead_code_threshold}")
+    if isinstance(prior, (str, dict)):
+        name = prior.get("name") if isinstance(prior, dict) else prior
+    else:  # a prior layer
+        name = getattr(prior, "registry_name", type(prior).__name__)
+    if name not in CODE_PRIORS:
+        raise ValueError(f"prior must be one of {CODE_PRIORS} (a prior over codes), got {name!r}")
