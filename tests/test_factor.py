@@ -24,7 +24,6 @@ from vae_zoo.models.factor import FactorVAE
 from vae_zoo.training import checkpointing
 
 
-
 class Deterministic(FactorVAE):
     """z = E_q[z] and a fixed shuffle (odd dimensions swap rows 0↔1, 2↔3, ...: the same
     shuffle of a batch of 16 as of its halves 8 + 8); the discriminator trains by SGD."""
@@ -44,9 +43,9 @@ ARGS = dict(input_shape=(6,), latent_dim=3, hidden_units=(8,), discriminator_uni
             gamma=3.0, beta=0.5, seed=0)
 
 
-def tiny(cls=Deterministic, **kwargs):
-    keras.utils.set_random_seed(0)
-    return cls(**{**ARGS, **kwargs})
+def tiny(**kwargs):
+    keras.utils.set_random_seed(0)  # the initializers' draws
+    return Deterministic(**{**ARGS, **kwargs})
 
 
 def numpy_logits(model, z):
@@ -111,26 +110,32 @@ def test_tc_estimate_discriminator_loss_and_loss_against_numpy():
 
 def test_the_discriminator_separates_dependent_latents_and_estimates_their_tc():
     # z ~ N(0, Σ) with correlation ρ between 2 dimensions: TC = −½ log(1 − ρ²).
-    # Trained only on its own loss, the discriminator's mean logit approaches it.
+    # Trained only on its own loss, the discriminator's mean logit at fresh samples
+    # approaches it.
     rho = 0.9
+    keras.utils.set_random_seed(0)
     model = FactorVAE((6,), 2, hidden_units=(8,), discriminator_units=(32, 32), seed=0)
     covariance = np.array([[1.0, rho], [rho, 1.0]], np.float32)
-    z = np.random.default_rng(0).multivariate_normal([0, 0], covariance, 4096).astype("float32")
+    rng = np.random.default_rng(0)
+    z, held_out = rng.multivariate_normal([0, 0], covariance, (2, 4096)).astype("float32")
     optimizer = keras.optimizers.Adam(1e-2)
     variables = model.discriminator.trainable_variables
+    optimizer.build(variables)
 
     @tf.function
-    def step(z, seed):
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(objectives.discriminator_loss(
-                model.discriminator_logits(z),
-                model.discriminator_logits(objectives.permute_dims(z, seed))))
-        optimizer.apply(tape.gradient(loss, variables), variables)
+    def train(z):  # 300 steps in one call, batches of 512
+        for i in tf.range(300):
+            batch = z[(i % 8) * 512:(i % 8 + 1) * 512]
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(objectives.discriminator_loss(
+                    model.discriminator_logits(batch),
+                    model.discriminator_logits(objectives.permute_dims(batch, tf.stack([i, 0])))))
+            optimizer.apply(tape.gradient(loss, variables), variables)
 
-    for i in range(300):
-        step(tf.constant(z[(i % 8) * 512:(i % 8 + 1) * 512]), tf.constant([i, 0], tf.int32))
-    tc = float(np.mean(model.discriminator_logits(z)))
-    assert tc == pytest.approx(-0.5 * np.log(1 - rho ** 2), abs=0.15)
+    train(tf.constant(z))
+    tc = float(np.mean(model.discriminator_logits(held_out)))
+    # (0.83 nats; a batch-of-512 density-ratio estimate scatters by about ±0.1)
+    assert tc == pytest.approx(-0.5 * np.log(1 - rho ** 2), abs=0.2)
 
 
 def _hand_step(model, x, learning_rate, d_learning_rate):
