@@ -39,6 +39,9 @@ class FactorVAE(Family):
     model (`discriminator_optimizer`). Metrics: the VAE's, "tc" (the estimate) and
     "discriminator_loss". `elbo`, evaluation and serving are the plain VAE's.
 
+    The shuffled samples come from the same batch as z (the paper draws a second
+    batch); under a `tf.distribute` strategy each replica shuffles its own share.
+
     Args:
         input_shape: tuple, one example's shape (`(H, W, C)` for the conv body).
         latent_dim: int >= 2, size of z.
