@@ -138,6 +138,25 @@ def conv_decoder(image_shape, filters, kernel_sizes, strides, dense_units, param
     return keras.Sequential(layers, name=name)
 
 
+def flat_latent_bodies(body, image_shape, posterior_params, likelihood_params, hidden_units,
+                       filters, kernel_sizes, strides, dense_units, activation="relu"):
+    """(encoder, decoder) of a latent vector for a family with a choice of body.
+
+    "dense": `mlp_encoder(hidden_units)` and `mlp_decoder(reversed hidden_units)`;
+    "conv": `conv_encoder(filters, kernel_sizes, strides, dense_units)` and its mirror
+    `conv_decoder` (every list reversed). `posterior_params` and `likelihood_params`
+    are the heads' parameter shapes (`params_shape`) of z and of one example.
+    """
+    if body == "dense":
+        return (mlp_encoder(hidden_units, posterior_params, activation),
+                mlp_decoder(hidden_units[::-1], likelihood_params, activation))
+    encoder = conv_encoder(filters, kernel_sizes, strides, dense_units, posterior_params,
+                           activation)
+    decoder = conv_decoder(image_shape, filters[::-1], kernel_sizes[::-1], strides[::-1],
+                           dense_units[::-1], likelihood_params[-1], activation)
+    return encoder, decoder
+
+
 def fully_conv_encoder(input_channels, filters, kernel_sizes, strides, params_channels,
                        activation="relu", name="encoder"):
     """All-convolutional body `[B, H, W, C] -> [B, H / S, W / S, params_channels]`.

@@ -15,6 +15,8 @@ driver computes a bound the same way (docs/theory.md):
   2018); C comes from `vae_zoo.schedules.CapacitySchedule`.
 - `score_function_surrogate`, `zero_with_gradient`, `relaxed_surrogate`: the
   REINFORCE and Gumbel-softmax surrogates of discrete latents.
+- `permute_dims`, `factor_vae_loss`, `discriminator_loss`: FactorVAE's total-correlation
+  penalty estimated by a discriminator of q(z) against its dimension-wise shuffle.
 - `importance_weighted_bound`: log (1/K) Σ_k w_k from log-weights; K = 1 is the ELBO.
 - `chunked_iw_bound` (one batch, graph-safe) and `iw_log_likelihood` (a data set):
   the same bound for large K, K samples taken a chunk at a time so memory is that of a
@@ -224,6 +226,49 @@ def relaxed_surrogate(relaxed_reconstruction, kl, beta):
     """−(log p(x|z̃) − β · KL): the Gumbel-softmax loss at a relaxed sample z̃ (biased
     for the ELBO; Jang et al. 2017, Maddison et al. 2017)."""
     return beta_elbo_loss(relaxed_reconstruction, kl, beta)
+
+
+def permute_dims(z, seed):
+    """Each latent dimension shuffled on its own across the batch: `[B, D] -> [B, D]`.
+
+    Column j of the result is column j of `z` under its own uniformly random
+    permutation π_j of the B rows, so every dimension keeps its values (its marginal)
+    while the dimensions of a row come from different examples: samples of
+    q̄(z) = Π_j q(z_j) when the rows are samples of q(z) (Kim & Mnih 2018,
+    arXiv:1802.05983, Algorithm 1). Stateless: the same seed gives the same shuffle.
+
+    Args:
+        z: `[B, D]` samples.
+        seed: a `[2]` int32 stateless seed.
+    """
+    keys = tf.random.stateless_uniform(tf.shape(z), seed)  # [B, D]
+    rows = tf.transpose(tf.argsort(keys, axis=0))  # [D, B]: π_j, uniform per dimension
+    return tf.transpose(tf.gather(tf.transpose(z), rows, batch_dims=1))  # z[π_j(i), j]
+
+
+def factor_vae_loss(reconstruction, kl, tc, beta, gamma):
+    """−(log p(x|z) − β · KL) + γ · TC, `[B]`: the FactorVAE loss (Kim & Mnih 2018).
+
+    Args:
+        reconstruction, kl: `[B]` ELBO terms.
+        tc: `[B]` the discriminator's logit at z ~ q(z|x), log D(z)/(1 − D(z)), whose
+            mean over the batch estimates the total correlation KL(q(z) || Π_j q(z_j)).
+        beta, gamma: the KL's and the total correlation's weights.
+    """
+    return beta_elbo_loss(reconstruction, kl, beta) + gamma * tc
+
+
+def discriminator_loss(logits, permuted_logits):
+    """The discriminator's cross-entropy, `[B]`: −½ [log D(z) + log(1 − D(z̃))].
+
+    D(z) = sigmoid(logit) is the probability that z is a sample of q(z) rather than of
+    the dimension-wise shuffle q̄(z); at its optimum logit = log q(z)/q̄(z).
+
+    Args:
+        logits: `[B]` logits at samples z of q(z).
+        permuted_logits: `[B]` logits at shuffled samples z̃ (`permute_dims`).
+    """
+    return 0.5 * (tf.nn.softplus(-logits) + tf.nn.softplus(permuted_logits))
 
 
 def bits_per_dim(nats, num_dims):

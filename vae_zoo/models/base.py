@@ -390,6 +390,7 @@ class VAE(keras.Model):
             steps_per_execution = 1 if distributed else AUTO_STEPS_PER_EXECUTION
         super().compile(optimizer=optimizer, jit_compile=jit_compile,
                         steps_per_execution=steps_per_execution, **kwargs)
+        self._compile_auxiliary_parts()
 
     def fit(self, *args, **kwargs):
         """`keras.Model.fit`, with in-memory arrays fed by a fixed pipeline.
@@ -408,8 +409,52 @@ class VAE(keras.Model):
         # Keras skips compiling a loaded model whose class overrides `compile`, so
         # do what it would do: compile with the saved arguments, build the optimizer.
         self.compile(**keras.saving.deserialize_keras_object(config))
-        if self.built:
-            self.optimizer.build(self.trainable_variables)
+        if self.built and not self.optimizer.built:
+            self.optimizer.build(self.main_variables())
+
+    # ------------------------------------------------------------------ auxiliary parts
+
+    # A part trained by its own optimizer and loss beside the VAE (FactorVAE's
+    # discriminator) goes through these hooks and the one `train_step`, not a loop of
+    # its own.
+
+    def auxiliary_parts(self):
+        """Layers trained by their own optimizer, not the main one: `{name: layer}`.
+
+        None here. For each part a family returns, `compute_terms` returns the
+        per-example loss `"<name>_loss"` (`[B]`), `compile` creates the optimizer
+        `make_auxiliary_optimizer(name)` in the model's strategy scope and builds it
+        (the attribute `<name>_optimizer`, so `.keras` files, weight files and
+        `tf.train.Checkpoint` keep its state), and `train_step`, after the main
+        update, minimizes the loss's mean over the global batch with it over the
+        part's trainable variables only. The main optimizer trains the other
+        variables (`main_variables`), so the main loss never moves a part.
+        """
+        return {}
+
+    def make_auxiliary_optimizer(self, name):
+        """A new optimizer for the auxiliary part `name` (called by `compile`)."""
+        raise NotImplementedError(f"{type(self).__name__} has no auxiliary part {name!r}")
+
+    def main_variables(self):
+        """The trainable variables the main optimizer trains: all but the auxiliary
+        parts'."""
+        parts = self.auxiliary_parts().values()
+        auxiliary = {id(v) for part in parts for v in part.trainable_variables}
+        return [v for v in self.trainable_variables if id(v) not in auxiliary]
+
+    def _compile_auxiliary_parts(self):
+        parts = self.auxiliary_parts()
+        if not parts:
+            return
+        with self.distribute_strategy.scope():
+            # Keras would build the main optimizer on every trainable variable.
+            if not self.optimizer.built:
+                self.optimizer.build(self.main_variables())
+            for name, part in parts.items():
+                optimizer = self.make_auxiliary_optimizer(name)
+                optimizer.build(part.trainable_variables)
+                setattr(self, f"{name}_optimizer", optimizer)
 
     def unpack_inputs(self, data):
         """The model's inputs from a batch: `(x,)`; labels, if any, are ignored."""
@@ -469,7 +514,8 @@ class VAE(keras.Model):
         inputs = self.unpack_inputs(data)
         if self.beta_schedule is not None:
             self.beta.assign(self.beta_schedule(self.optimizer.iterations))
-        with tf.GradientTape() as tape:
+        parts = self.auxiliary_parts()
+        with tf.GradientTape(persistent=bool(parts)) as tape:
             terms = self.compute_terms(inputs, training=True)
             # Estimators whose gradient is not the gradient of the loss (score
             # function) return a per-example "surrogate" to differentiate instead.
@@ -478,8 +524,17 @@ class VAE(keras.Model):
                 replicas = tf.distribute.get_strategy().num_replicas_in_sync
                 loss += tf.add_n(self.losses) / replicas
             scaled = self.optimizer.scale_loss(loss)
-        grads = tape.gradient(scaled, self.trainable_variables)
-        self.optimizer.apply(grads, self.trainable_variables)
+            auxiliary = {
+                name: getattr(self, f"{name}_optimizer").scale_loss(
+                    self._mean_over_global_batch(terms[f"{name}_loss"]))
+                for name in parts
+            }
+        variables = self.main_variables()
+        self.optimizer.apply(tape.gradient(scaled, variables), variables)
+        for name, part in parts.items():
+            variables = part.trainable_variables
+            getattr(self, f"{name}_optimizer").apply(tape.gradient(auxiliary[name], variables),
+                                                     variables)
         return self._update_metrics(terms)
 
     def test_step(self, data):

@@ -187,19 +187,11 @@ class ConditionalVAE(Family):
         posterior_head = heads.POSTERIORS.build(posterior)
         likelihood_head = heads.LIKELIHOODS.build(likelihood)
         prior_layer = heads.PRIORS.build(prior, latent_shape=(latent_dim,))
-        posterior_params = posterior_head.params_shape((latent_dim,))
-        likelihood_params = likelihood_head.params_shape(input_shape)
-        if body == "dense":
-            encoder = networks.mlp_encoder(hidden_units, posterior_params, activation)
-            decoder = networks.mlp_decoder(hidden_units[::-1], likelihood_params, activation)
-        else:
-            encoder = networks.conv_encoder(
-                filters, kernel_sizes, strides, dense_units, posterior_params, activation
-            )
-            decoder = networks.conv_decoder(
-                input_shape, filters[::-1], kernel_sizes[::-1], strides[::-1],
-                dense_units[::-1], likelihood_params[-1], activation,
-            )
+        encoder, decoder = networks.flat_latent_bodies(
+            body, input_shape, posterior_head.params_shape((latent_dim,)),
+            likelihood_head.params_shape(input_shape), hidden_units, filters, kernel_sizes,
+            strides, dense_units, activation,
+        )
         # Wiring (the condition is joined to x and z in encode/decode).
         super().__init__(
             encoder=encoder,

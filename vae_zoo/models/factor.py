@@ -1,0 +1,198 @@
+"""FactorVAE: the ELBO plus a total-correlation penalty estimated by a discriminator.
+
+The total correlation TC(z) = KL(q(z) || Π_j q(z_j)) of the aggregate posterior
+q(z) = E_x q(z|x) measures how far the latent dimensions are from independent. It has
+no closed form, so a discriminator D(z) learns to tell samples of q(z) (z ~ q(z|x)
+over a batch) from samples of Π_j q(z_j) (the same batch with each dimension shuffled
+on its own, `objectives.permute_dims`). At its optimum its logit is the log density
+ratio log q(z)/Π_j q(z_j), whose mean over z ~ q(z) is TC. The VAE minimizes
+−ELBO + γ·TC through that logit; the discriminator minimizes its cross-entropy with its
+own optimizer (the base model's auxiliary-part hooks, one `train_step`).
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from vae_zoo import heads, networks, objectives
+from vae_zoo.models.base import MODELS
+from vae_zoo.models.family import Family
+
+BODIES = ("dense", "conv")
+
+
+@keras.saving.register_keras_serializable(package="vae_zoo")
+@MODELS.register("factor")
+class FactorVAE(Family):
+    """FactorVAE: a VAE whose latent dimensions are pushed towards independence.
+
+    Loss per example: −(log p(x|z) − β·KL(q(z|x) || p(z))) + γ·ℓ(z), z ~ q(z|x), where
+    ℓ is the logit of the discriminator D(z) = sigmoid(ℓ(z)), so ℓ = log D/(1 − D) and
+    its batch mean is the density-ratio estimate of the total correlation of q(z).
+    The discriminator, an MLP `discriminator_units → 1` with leaky ReLUs, minimizes
+    −½ [log D(z) + log(1 − D(z̃))], z̃ the batch with every dimension permuted on its
+    own (in the graph, seeded from the model's seed generator), with z held fixed:
+    its gradient reaches only the discriminator, and the VAE loss's only the VAE
+    (`VAE.auxiliary_parts`). Its optimizer, Adam(`discriminator_learning_rate`,
+    β₁ = 0.5, β₂ = 0.9) as in the paper, is created by `compile` and saved with the
+    model (`discriminator_optimizer`). Metrics: the VAE's, "tc" (the estimate) and
+    "discriminator_loss". `elbo`, evaluation and serving are the plain VAE's.
+
+    The shuffled samples come from the same batch as z (the paper draws a second
+    batch); under a `tf.distribute` strategy each replica shuffles its own share.
+
+    Args:
+        input_shape: tuple, one example's shape (`(H, W, C)` for the conv body).
+        latent_dim: int >= 2, size of z.
+        gamma: float >= 0, γ, the weight of the total correlation (0: a β-VAE whose
+            discriminator only watches).
+        body: "dense" (MLP) or "conv" (strided convolutions).
+        hidden_units: dense body: encoder widths (decoder reversed).
+        filters, kernel_sizes, strides: conv body: one entry per encoder convolution
+            (decoder reversed; the total stride must divide H and W).
+        dense_units: conv body: dense widths after the convolutions (decoder reversed).
+        likelihood: name or spec of a p(x|z) head in `vae_zoo.heads.LIKELIHOODS`.
+        posterior: name or spec of a q(z|x) head in `vae_zoo.heads.POSTERIORS`.
+        prior: name or spec of a prior in `vae_zoo.heads.PRIORS`.
+        activation: hidden-layer activation of the encoder and decoder.
+        discriminator_units: sequence of ints, the discriminator's hidden widths (the
+            paper: six layers of 1000).
+        discriminator_learning_rate: float > 0, its Adam learning rate.
+        **kwargs: the shared arguments beta, analytic_kl and seed (the objective is
+            fixed) and Keras layer arguments; see `Family`.
+
+    Example:
+    ```python
+    model = FactorVAE(input_shape=(64, 64, 1), latent_dim=10, gamma=40.0, body="conv",
+                      filters=(32, 32, 64, 64), kernel_sizes=(4, 4, 4, 4),
+                      strides=(2, 2, 2, 2), dense_units=(128,))
+    model.compile(optimizer=keras.optimizers.Adam(1e-4))  # also makes D's optimizer
+    model.fit(x_train, epochs=10, batch_size=64)
+    ```
+
+    Reference: Kim & Mnih, "Disentangling by Factorising", arXiv:1802.05983.
+    """
+
+    # Small arguments that build a working model (the shared family tests use them).
+    example_arguments = dict(input_shape=(8, 8, 1), latent_dim=2, hidden_units=(8,),
+                             discriminator_units=(8,))
+
+    shared_arguments = ("beta", "analytic_kl", "seed")
+
+    def __init__(
+        self,
+        input_shape,
+        latent_dim,
+        gamma=10.0,
+        body="dense",
+        hidden_units=(512, 256),
+        filters=(32, 64),
+        kernel_sizes=(3, 3),
+        strides=(2, 2),
+        dense_units=(256,),
+        likelihood="bernoulli",
+        posterior="diagonal_gaussian",
+        prior="standard_normal",
+        activation="relu",
+        discriminator_units=(1000,) * 6,
+        discriminator_learning_rate=1e-4,
+        **kwargs,
+    ):
+        input_shape = tuple(int(d) for d in input_shape)
+        latent_dim = int(latent_dim)
+        hidden_units, filters, kernel_sizes, strides, dense_units, discriminator_units = (
+            tuple(int(v) for v in values)
+            for values in (hidden_units, filters, kernel_sizes, strides, dense_units,
+                           discriminator_units)
+        )
+        if not input_shape or min(input_shape) < 1:
+            raise ValueError(f"input_shape must be non-empty and positive, got {input_shape}")
+        if latent_dim < 2:
+            raise ValueError(f"latent_dim must be >= 2 (the total correlation of one "
+                             f"dimension is 0), got {latent_dim}")
+        if not gamma >= 0:
+            raise ValueError(f"gamma must be >= 0, got {gamma}")
+        if body not in BODIES:
+            raise ValueError(f"body must be one of {BODIES}, got {body!r}")
+        if body == "conv":
+            networks.check_conv_layers(input_shape, filters, kernel_sizes, strides)
+        if not discriminator_units or min(discriminator_units) < 1:
+            raise ValueError(f"discriminator_units must be non-empty widths >= 1, "
+                             f"got {discriminator_units}")
+        if not discriminator_learning_rate > 0:
+            raise ValueError(f"discriminator_learning_rate must be > 0, "
+                             f"got {discriminator_learning_rate}")
+        self.gamma = float(gamma)
+        self.discriminator_learning_rate = float(discriminator_learning_rate)
+        # Layers.
+        posterior_head = heads.POSTERIORS.build(posterior)
+        likelihood_head = heads.LIKELIHOODS.build(likelihood)
+        prior_layer = heads.PRIORS.build(prior, latent_shape=(latent_dim,))
+        encoder, decoder = networks.flat_latent_bodies(
+            body, input_shape, posterior_head.params_shape((latent_dim,)),
+            likelihood_head.params_shape(input_shape), hidden_units, filters, kernel_sizes,
+            strides, dense_units, activation,
+        )
+        self.discriminator = networks.mlp_encoder(
+            discriminator_units, (1,), "leaky_relu", name="discriminator"
+        )
+        # Wiring.
+        super().__init__(
+            encoder=encoder,
+            decoder=decoder,
+            posterior=posterior_head,
+            likelihood=likelihood_head,
+            prior=prior_layer,
+            input_shape=input_shape,
+            **kwargs,
+        )
+
+    def build(self, input_shape=None):
+        if self.built:
+            return
+        # State is created before the base model locks it by building: the metrics of
+        # the discriminator beside the VAE's, and its weights.
+        self.trackers = [*self.trackers, keras.metrics.Mean(name="tc"),
+                         keras.metrics.Mean(name="discriminator_loss")]
+        self.discriminator.build((None,) + self.latent_shape)
+        super().build(input_shape)
+
+    # ------------------------------------------------------------------ discriminator
+
+    def discriminator_logits(self, z):
+        """ℓ(z) = log D(z)/(1 − D(z)), `[B]` float32, for latent samples `[B, latent_dim]`."""
+        return tf.cast(self.discriminator(z), tf.float32)[:, 0]
+
+    def permute_latents(self, z, seed):
+        """The batch with each latent dimension permuted on its own (`permute_dims`)."""
+        return objectives.permute_dims(z, seed)
+
+    def auxiliary_parts(self):
+        return {"discriminator": self.discriminator}
+
+    def make_auxiliary_optimizer(self, name):
+        return keras.optimizers.Adam(self.discriminator_learning_rate, beta_1=0.5, beta_2=0.9)
+
+    # ------------------------------------------------------------------ training
+
+    def compute_terms(self, inputs, training=False):
+        """Per-example terms (dict of `[B]`): the ELBO terms at one z ~ q(z|x), "tc" (the
+        logit ℓ(z)), "loss" (−(rec − β·kl) + γ·tc) and "discriminator_loss" (at z held
+        fixed and its dimension-wise permutation)."""
+        x = tf.convert_to_tensor(inputs[0], tf.float32)
+        q = self.encode(x)
+        z = self.posterior_sample(q, self.draw_seed())  # [B, latent_dim]
+        terms = objectives.elbo_terms(x, q, z, self.decode(z), self.prior_for(q),
+                                      self.analytic_kl)
+        terms["tc"] = self.discriminator_logits(z)
+        beta = tf.convert_to_tensor(self.beta)
+        terms["loss"] = objectives.factor_vae_loss(
+            terms["reconstruction"], terms["kl"], terms["tc"], beta, self.gamma
+        )
+        fixed = tf.stop_gradient(z)
+        permuted = self.permute_latents(fixed, self.draw_seed())
+        terms["discriminator_loss"] = objectives.discriminator_loss(
+            self.discriminator_logits(fixed), self.discriminator_logits(permuted)
+        )
+        return terms
