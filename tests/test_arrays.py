@@ -25,14 +25,20 @@ def test_batches_are_keras_batches_without_shuffling():
     assert batches[0][0].dtype == np.float32 and batches[0][1].dtype == y.dtype
 
 
-def test_every_epoch_is_a_new_permutation_of_all_examples():
+def test_every_epoch_is_a_new_permutation_of_all_examples_also_under_a_global_seed():
     x = np.arange(50, dtype="float32")[:, None]
-    dataset = arrays.array_dataset((x,), 8, shuffle=True)
-    assert dataset.cardinality() == 7
-    epochs = [np.concatenate(_batches(dataset))[:, 0] for _ in range(3)]
+
+    def three_epochs():
+        keras.utils.set_random_seed(3)
+        dataset = arrays.array_dataset((x,), 8, shuffle=True)
+        assert dataset.cardinality() == 7
+        return [np.concatenate(_batches(dataset))[:, 0] for _ in range(3)]
+
+    epochs = three_epochs()
     for order in epochs:
         np.testing.assert_array_equal(np.sort(order), x[:, 0])  # each example once
-    assert not np.array_equal(epochs[0], epochs[1]) or not np.array_equal(epochs[1], epochs[2])
+    assert not np.array_equal(epochs[0], epochs[1]) and not np.array_equal(epochs[1], epochs[2])
+    np.testing.assert_array_equal(three_epochs(), epochs)  # the seed reproduces them
 
 
 def _recorded_fit(model, *args, **kwargs):

@@ -58,12 +58,19 @@ def array_dataset(arrays, batch_size, shuffle):
     count = int(tensors[0].shape[0])
     batch_size = int(batch_size)
 
-    def epoch_order(_):
-        order = tf.range(count, dtype=tf.int64)
-        return tf.random.shuffle(order) if shuffle else order
+    def permutation(seed):
+        keys = tf.random.stateless_uniform([count], seed=tf.stack([seed, tf.constant(0, tf.int64)]))
+        return tf.argsort(keys, stable=True)
 
-    batches = (tf.data.Dataset.range(1).map(epoch_order)
-               .flat_map(lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size)))
+    if shuffle:
+        # A new seed at every iteration (every epoch), reproducible under a global seed
+        # (`keras.utils.set_random_seed`); a plain random op here would repeat its first
+        # order every epoch once a global seed is set.
+        orders = tf.data.Dataset.random(rerandomize_each_iteration=True).take(1).map(permutation)
+    else:
+        orders = tf.data.Dataset.from_tensors(tf.range(count))
+    batches = orders.flat_map(
+        lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size))
     # The arrays enter the pipeline once, as one element repeated beside the batches.
     held = tf.data.Dataset.from_tensors(tensors).repeat()
 
