@@ -225,10 +225,10 @@ def test_iwae_objective_and_layer_kls():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(latent_dims=()), r"^latent_dims must list at least one sizes >= 1, got \(\)$"),
-    (dict(latent_dims=(3, 0)), r"^latent_dims must list at least one sizes >= 1, got \(3, 0\)$"),
-    (dict(ladder_units=()), r"^ladder_units must list at least one sizes >= 1"),
-    (dict(hidden_units=(4, -1)), r"^hidden_units must list sizes >= 1, got \(4, -1\)$"),
+    (dict(latent_dims=()), r"^latent_dims must list at least one size, each >= 1, got \(\)$"),
+    (dict(latent_dims=(3, 0)), r"^latent_dims must list at least one size, each >= 1, got \(3, 0\)$"),
+    (dict(ladder_units=()), r"^ladder_units must list at least one size, each >= 1, got \(\)$"),
+    (dict(hidden_units=(4, -1)), r"^hidden_units must list sizes, each >= 1, got \(4, -1\)$"),
     (dict(body="rnn"), r"^body must be one of \('dense', 'conv'\), got 'rnn'$"),
     (dict(body="conv"), r"^input_shape must be \(height, width, channels\)"),
 ])

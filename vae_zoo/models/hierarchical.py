@@ -258,10 +258,12 @@ def _conv_trunk(filters, kernel_sizes, strides, dense_units, activation):
 
 
 def _check_sizes(name, values, allow_empty=True):
+    """`values` as a tuple of ints, each >= 1 (and at least one unless `allow_empty`);
+    a one-line ValueError naming `name` otherwise."""
     values = tuple(int(v) for v in values)
     if (not values and not allow_empty) or any(v < 1 for v in values):
-        raise ValueError(f"{name} must list {'' if allow_empty else 'at least one '}"
-                         f"sizes >= 1, got {values}")
+        what = "sizes" if allow_empty else "at least one size"
+        raise ValueError(f"{name} must list {what}, each >= 1, got {values}")
     return values
 
 
