@@ -381,7 +381,8 @@ class HierarchicalVAE(Family):
         )
         if body == "dense":
             trunk = keras.Sequential(
-                [keras.layers.Flatten(), _dense_stack(hidden_units, activation, "hidden")],
+                [keras.layers.Flatten()]
+                + [keras.layers.Dense(u, activation=activation) for u in hidden_units],
                 name="trunk",
             )
             decoder = networks.mlp_decoder(
