@@ -131,7 +131,7 @@ _INT_MODEL_ARGS = {"latent_dim": 1, "num_classes": 2, "condition_dim": 1, "num_s
                    "num_latents": 1, "num_categories": 2, "latent_channels": 1}
 # Model arguments listing layer sizes (widths, kernel sizes, strides): each at least 1.
 SIZE_LIST_ARGS = ("hidden_units", "dense_units", "baseline_units", "filters", "kernel_sizes",
-                  "strides", "discriminator_units")
+                  "strides", "discriminator_units", "latent_dims", "ladder_units")
 SPEC_ARGS = {"likelihood": "LIKELIHOODS", "posterior": "POSTERIORS", "prior": "PRIORS"}
 
 

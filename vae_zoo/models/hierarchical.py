@@ -1,0 +1,537 @@
+"""Hierarchical VAE: L stochastic layers, top-down inference with the Ladder VAE's
+precision-weighted merge.
+
+Generative model (z_1 next to x, z_L on top):
+
+    p(x, z_1..z_L) = p(z_L) · Π_{l<L} p(z_l | z_{l+1}) · p(x | z_1)
+
+with p(z_L) any flat prior of `vae_zoo.heads.PRIORS` and p(z_l | z_{l+1}) diagonal
+Gaussians N(μ_p, σ_p²) computed by the top-down networks. Inference goes bottom-up
+first (deterministic features d_1 = f(x), d_l = g_l(d_{l−1}), each projected to a
+Gaussian N(μ̂_l, σ̂_l²)), then top-down along the generative path:
+
+    q(z_L | x) = N(μ̂_L, σ̂_L²),
+    q(z_l | z_{l+1}, x) = N(μ_q, σ_q²), σ_q⁻² = σ̂_l⁻² + σ_p⁻²,
+                          μ_q = σ_q² (μ̂_l σ̂_l⁻² + μ_p σ_p⁻²),
+
+the precision-weighted merge of the bottom-up Gaussian with the prior's conditional
+p(z_l | z_{l+1}) at the same parent (Sønderby et al. 2016, eqs. 17–19): the posterior
+and the generative model share the top-down path.
+
+The latent z of the model is every layer concatenated, bottom first:
+`z = concat(z_1, ..., z_L)`, `latent_shape = (d_1 + ... + d_L,)`. `encode(x)` and
+`prior_distribution()` return a `GaussianChain` over that vector (ancestral samples,
+exact joint log-densities); `decode(z)` reads only the block z_1.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from vae_zoo import heads, networks, objectives
+from vae_zoo.heads.posteriors import DiagonalGaussianPosterior
+from vae_zoo.heads.priors import Prior
+from vae_zoo.models.base import MODELS, _tile_batch
+from vae_zoo.models.family import Family
+
+tfd = tfp.distributions
+
+BODIES = ("dense", "conv")
+
+
+# ---------------------------------------------------------------------- distributions
+
+
+def precision_weighted_merge(bottom_up, prior):
+    """The Ladder VAE's merge of two diagonal Gaussians over the same variables.
+
+    N(μ, σ²) with σ⁻² = σ_a⁻² + σ_b⁻² and μ = σ² (μ_a σ_a⁻² + μ_b σ_b⁻²): the
+    normalized product of the two densities (Sønderby et al. 2016, eq. 19).
+
+    Args:
+        bottom_up: `Independent(Normal)` N(μ̂, σ̂²), batch `[B]`, event `[d]`.
+        prior: `Independent(Normal)` N(μ_p, σ_p²), batch `[..., B]` (broadcasts with
+            `bottom_up`), event `[d]`.
+
+    Returns:
+        `Independent(Normal)`, batch the broadcast of both, event `[d]`.
+    """
+    loc_a, scale_a = bottom_up.distribution.loc, bottom_up.distribution.scale
+    loc_b, scale_b = prior.distribution.loc, prior.distribution.scale
+    precision_a, precision_b = tf.math.reciprocal(scale_a**2), tf.math.reciprocal(scale_b**2)
+    precision = precision_a + precision_b
+    loc = (loc_a * precision_a + loc_b * precision_b) / precision
+    return tfd.Independent(tfd.Normal(loc, tf.math.rsqrt(precision)), reinterpreted_batch_ndims=1)
+
+
+class GaussianChain(tfd.Distribution):
+    """A Markov chain of vector latents, top-down, as one distribution over their
+    concatenation: p(z) = p_top(z_L) · Π_{l<L} N(z_l; μ_l(z_{l+1}), diag σ_l(z_{l+1})²).
+
+    z is `concat(z_1, ..., z_L)` (bottom first) with blocks of sizes `latent_dims`.
+    Samples are ancestral (z_L first, each layer drawn given the one above;
+    reparameterized when `top` is) and `log_prob` is the exact joint log-density, the
+    sum of the layers' `layer_log_probs`. `mean()` and `stddev()` follow the mean path:
+    z_L = E[z_L], then each layer's conditional mean (and standard deviation) given its
+    parent's mean-path value; they are the exact moments for the top layer only.
+
+    Args:
+        top: the distribution of z_L: batch `batch_shape`, event `[d_L]`.
+        conditional: `fn(i, parent) -> Independent(Normal)`, the distribution of block i
+            (0 = z_1) given block i + 1 `[..., d_{i+1}]`: batch `parent.shape[:-1]`
+            broadcast with `batch_shape`, event `[d_i]`.
+        latent_dims: tuple of ints, `(d_1, ..., d_L)`.
+
+    Batch shape that of `top`; event shape `[d_1 + ... + d_L]`.
+    """
+
+    def __init__(self, top, conditional, latent_dims, name="GaussianChain"):
+        parameters = dict(locals())
+        self.top = top
+        self.conditional = conditional
+        self.latent_dims = tuple(int(d) for d in latent_dims)
+        super().__init__(
+            dtype=tf.float32,
+            reparameterization_type=top.reparameterization_type,
+            validate_args=False,
+            allow_nan_stats=True,
+            parameters=parameters,
+            name=name,
+        )
+
+    def _batch_shape(self):
+        return self.top.batch_shape
+
+    def _batch_shape_tensor(self):
+        return self.top.batch_shape_tensor()
+
+    def _event_shape(self):
+        return tf.TensorShape([sum(self.latent_dims)])
+
+    def _event_shape_tensor(self):
+        return tf.constant([sum(self.latent_dims)], tf.int32)
+
+    def split(self, z):
+        """`[..., D]` → the blocks `[z_1, ..., z_L]`, each `[..., d_l]`."""
+        return tf.split(z, self.latent_dims, axis=-1)
+
+    def layers(self, z):
+        """The layers' distributions at the parents in z: `[p(z_1|z_2), ..., p(z_L)]`."""
+        blocks = self.split(z)
+        below = [self.conditional(i, blocks[i + 1]) for i in range(len(self.latent_dims) - 1)]
+        return below + [self.top]
+
+    def layer_log_probs(self, z):
+        """`[log p(z_1|z_2), ..., log p(z_L)]` at z `[..., D]`, each `[...]`."""
+        return [layer.log_prob(block) for layer, block in zip(self.layers(z), self.split(z))]
+
+    def _log_prob(self, z):
+        return tf.add_n(self.layer_log_probs(z))
+
+    def _sample_n(self, n, seed=None):
+        seeds = tfp.random.split_seed(seed, n=len(self.latent_dims), salt="GaussianChain")
+        z = self.top.sample(n, seed=seeds[-1])  # [n, *batch, d_L]
+        blocks = [z]
+        for i in reversed(range(len(self.latent_dims) - 1)):
+            z = self.conditional(i, z).sample(seed=seeds[i])  # [n, *batch, d_i]
+            blocks.insert(0, z)
+        return tf.concat(blocks, axis=-1)
+
+    def _mean_path(self):
+        """The mean path and, per layer, its distribution along it (bottom first)."""
+        z = self.top.mean()
+        path, layers = [z], [self.top]
+        for i in reversed(range(len(self.latent_dims) - 1)):
+            layer = self.conditional(i, z)
+            z = layer.mean()
+            path.insert(0, z)
+            layers.insert(0, layer)
+        return path, layers
+
+    def _mean(self):
+        return tf.concat(self._mean_path()[0], axis=-1)
+
+    def _stddev(self):
+        return tf.concat([layer.stddev() for layer in self._mean_path()[1]], axis=-1)
+
+
+# ---------------------------------------------------------------------- layers
+
+
+class LadderPrior(Prior):
+    """The generative prior p(z_L) Π_{l<L} p(z_l | z_{l+1}) over `concat(z_1..z_L)`.
+
+    p(z_L) is `top` (a flat prior of `vae_zoo.heads.PRIORS`); each p(z_l | z_{l+1}) is
+    a diagonal Gaussian whose μ and σ (softplus + floor) an MLP computes from z_{l+1}
+    (`top_down[l − 1]`, widths `ladder_units`). `distribution()` is a `GaussianChain`:
+    batch `[]`, event `[d_1 + ... + d_L]`. The posterior shares `conditional`.
+
+    Args:
+        latent_dims: tuple of ints `(d_1, ..., d_L)`, bottom first.
+        top: a `Prior` layer over `(d_L,)`.
+        ladder_units: sequence of ints, hidden widths of each top-down MLP.
+        activation: their hidden activation.
+    """
+
+    def __init__(self, latent_dims, top, ladder_units, activation="relu", **kwargs):
+        super().__init__((sum(latent_dims),), **kwargs)
+        self.latent_dims = tuple(latent_dims)
+        self.top = top
+        self.gaussian = DiagonalGaussianPosterior()
+        self.top_down = [
+            networks.mlp_decoder(ladder_units, self.gaussian.params_shape((d,)), activation,
+                                 name=f"top_down_{i + 1}")
+            for i, d in enumerate(self.latent_dims[:-1])
+        ]
+
+    def build(self, input_shape=None):
+        self.top.build(None)
+        for i, network in enumerate(self.top_down):
+            network.build((None, self.latent_dims[i + 1]))
+        self.built = True
+
+    def conditional(self, i, parent):
+        """p(z_{i+1} | z_{i+2} = parent), parent `[..., d_{i+2}]`: batch `[...]`, event
+        `[d_{i+1}]` (0-based i: block i of the concatenated z)."""
+        parent = tf.convert_to_tensor(parent, tf.float32)
+        flat = tf.reshape(parent, [-1, self.latent_dims[i + 1]])
+        normal = self.gaussian(self.top_down[i](flat)).distribution  # [N, d_i]
+        shape = tf.concat([tf.shape(parent)[:-1], [self.latent_dims[i]]], 0)
+        return tfd.Independent(
+            tfd.Normal(tf.reshape(normal.loc, shape), tf.reshape(normal.scale, shape)),
+            reinterpreted_batch_ndims=1,
+        )
+
+    def distribution(self, condition=None, latent_shape=None):
+        return GaussianChain(self.top.distribution(), self.conditional, self.latent_dims)
+
+
+class LadderEncoder(keras.layers.Layer):
+    """The bottom-up path: x → `[params_1, ..., params_L]`, params_l `[B, 2 d_l]`.
+
+    d_1 = `trunk(x)`, d_l = `steps[l − 2](d_{l−1})`; params_l = `projections[l − 1](d_l)`
+    (μ̂_l and the raw σ̂_l of the bottom-up Gaussian, read by a diagonal-Gaussian head).
+    """
+
+    def __init__(self, trunk, steps, projections, **kwargs):
+        super().__init__(**kwargs)
+        self.trunk = trunk
+        self.steps = list(steps)
+        self.projections = list(projections)
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        self.trunk.build(shape)
+        shape = self.trunk.compute_output_shape(shape)
+        for i, projection in enumerate(self.projections):
+            if i:
+                self.steps[i - 1].build(shape)
+                shape = self.steps[i - 1].compute_output_shape(shape)
+            projection.build(shape)
+        self.built = True
+
+    def call(self, x):
+        features = self.trunk(x)
+        params = []
+        for i, projection in enumerate(self.projections):
+            if i:
+                features = self.steps[i - 1](features)
+            params.append(projection(features))
+        return params
+
+
+def _dense_stack(units, activation, name):
+    return keras.Sequential([keras.layers.Dense(int(u), activation=activation) for u in units],
+                            name=name)
+
+
+def _conv_trunk(filters, kernel_sizes, strides, dense_units, activation):
+    layers = [
+        keras.layers.Conv2D(int(f), int(k), strides=int(s), padding="same", activation=activation)
+        for f, k, s in zip(filters, kernel_sizes, strides, strict=True)
+    ]
+    layers.append(keras.layers.Flatten())
+    layers += [keras.layers.Dense(int(u), activation=activation) for u in dense_units]
+    return keras.Sequential(layers, name="trunk")
+
+
+def _check_sizes(name, values, allow_empty=True):
+    """`values` as a tuple of ints, each >= 1 (and at least one unless `allow_empty`);
+    a one-line ValueError naming `name` otherwise."""
+    values = tuple(int(v) for v in values)
+    if (not values and not allow_empty) or any(v < 1 for v in values):
+        what = "sizes" if allow_empty else "at least one size"
+        raise ValueError(f"{name} must list {what}, each >= 1, got {values}")
+    return values
+
+
+# ---------------------------------------------------------------------- the family
+
+
+@keras.saving.register_keras_serializable(package="vae_zoo")
+@MODELS.register("hierarchical")
+class HierarchicalVAE(Family):
+    """Hierarchical VAE with L stochastic layers and top-down inference (Ladder VAE).
+
+    p(x, z) = p(z_L) Π_{l<L} p(z_l | z_{l+1}) p(x | z_1); q(z | x) = q(z_L | x)
+    Π_{l<L} q(z_l | z_{l+1}, x), where q(z_l | z_{l+1}, x) is the precision-weighted
+    merge of a bottom-up Gaussian N(μ̂_l, σ̂_l²) computed from x with the generative
+    conditional p(z_l | z_{l+1}) at the same sampled parent (module docstring;
+    `precision_weighted_merge`). The generative and inference paths share the top-down
+    networks.
+
+    Latents: z = `concat(z_1, ..., z_L)`, bottom first; `latent_shape` is
+    `(sum(latent_dims),)`. `encode(x)` is q(z|x) and `prior_distribution()` is p(z), both
+    `GaussianChain`s (ancestral samples, exact joint log-densities; `mean()`/`stddev()`
+    along the mean path). `decode(z)` is p(x | z_1), reading the first `latent_dims[0]`
+    entries of z. `sample(n)` draws z_L ~ p(z_L), then each layer down, then E[x | z_1].
+
+    The ELBO is exact over all layers: log p(x|z_1) − Σ_l KL_l, with z ~ q one joint
+    sample and KL_l = KL(q(z_l | z_{l+1}, x) || p(z_l | z_{l+1})) in closed form at the
+    sampled parent (the top layer's KL to p(z_L) analytic when TFP registers it, else
+    Monte-Carlo; `analytic_kl=False`: Monte-Carlo for every layer). The importance
+    weights are log p(x|z_1) + Σ_l log p(z_l | z_{l+1}) − Σ_l log q(z_l | ·) of K joint
+    samples, so `objective="iwae"`, `vae_zoo.evaluate.log_likelihood` and the serving
+    signatures work as for every family. Training reports the KL of each layer as the
+    metrics `kl_1` ... `kl_L` (a layer whose KL stays near 0 has collapsed).
+
+    Bodies: "dense" (the trunk x → d_1 is `Dense(h)` for h in `hidden_units`; the
+    decoder z_1 → x mirrors it) or "conv" (strided convolutions then `Dense(u)` for u
+    in `dense_units`; transposed convolutions back, as `ConvVAE`). The bottom-up steps
+    d_{l−1} → d_l and the top-down networks z_{l+1} → p(z_l | z_{l+1}) are MLPs with
+    widths `ladder_units`.
+
+    Args:
+        input_shape: tuple, one example's shape (`(H, W, C)` for the conv body).
+        latent_dims: sequence of ints >= 1, `(d_1, ..., d_L)`, bottom (next to x) first;
+            one entry is a plain VAE.
+        body: "dense" or "conv".
+        hidden_units: dense body: trunk widths (decoder reversed).
+        filters, kernel_sizes, strides: conv body: one entry per convolution (decoder
+            reversed; the total stride must divide H and W).
+        dense_units: conv body: dense widths after the convolutions (decoder reversed).
+        ladder_units: sequence of ints, at least one: the hidden widths of every
+            bottom-up step and top-down network between layers.
+        likelihood: name or spec of a p(x|z_1) head in `vae_zoo.heads.LIKELIHOODS`.
+        prior: name or spec of the top prior p(z_L) in `vae_zoo.heads.PRIORS` (flat:
+            "standard_normal", "mixture_of_gaussians").
+        activation: hidden-layer activation (every network).
+        **kwargs: the shared arguments (beta, analytic_kl, objective, num_samples,
+            seed) and Keras layer arguments; see `Family`.
+
+    Example:
+    ```python
+    model = HierarchicalVAE(input_shape=(28, 28, 1), latent_dims=(32, 16),
+                            hidden_units=(512, 256), ladder_units=(128,))
+    model.compile(optimizer="adam")
+    model.fit(vae_zoo.data.load("mnist_sample"), epochs=5)   # metrics kl_1, kl_2
+    q = model.encode(x)           # batch [B], event [48] = concat(z_1, z_2)
+    x_new = model.sample(16)      # [16, 28, 28, 1], ancestral
+    ```
+
+    References: Sønderby et al., "Ladder Variational Autoencoders", arXiv:1602.02282
+    (top-down inference, precision-weighted merge); Vahdat & Kautz, "NVAE: A Deep
+    Hierarchical Variational Autoencoder", arXiv:2007.03898 (the residual alternative,
+    not used here); Burda et al., arXiv:1509.00519 (importance weights).
+    """
+
+    # Small arguments that build a working model (the shared family tests use them).
+    example_arguments = dict(input_shape=(8, 8, 1), latent_dims=(3, 2), hidden_units=(8,),
+                             ladder_units=(8,))
+
+    def __init__(
+        self,
+        input_shape,
+        latent_dims=(32, 16),
+        body="dense",
+        hidden_units=(512, 256),
+        filters=(32, 64),
+        kernel_sizes=(3, 3),
+        strides=(2, 2),
+        dense_units=(256,),
+        ladder_units=(128,),
+        likelihood="bernoulli",
+        prior="standard_normal",
+        activation="relu",
+        **kwargs,
+    ):
+        input_shape = tuple(int(d) for d in input_shape)
+        latent_dims = _check_sizes("latent_dims", latent_dims, allow_empty=False)
+        ladder_units = _check_sizes("ladder_units", ladder_units, allow_empty=False)
+        hidden_units = _check_sizes("hidden_units", hidden_units)
+        dense_units = _check_sizes("dense_units", dense_units)
+        filters, kernel_sizes, strides = (
+            tuple(int(v) for v in values) for values in (filters, kernel_sizes, strides)
+        )
+        if not input_shape or min(input_shape) < 1:
+            raise ValueError(f"input_shape must be non-empty and positive, got {input_shape}")
+        if body not in BODIES:
+            raise ValueError(f"body must be one of {BODIES}, got {body!r}")
+        if body == "conv":
+            networks.check_conv_layers(input_shape, filters, kernel_sizes, strides)
+        self.latent_dims = latent_dims  # read by encode/decode, which the base build runs
+        # Layers.
+        posterior_head = heads.POSTERIORS.build("diagonal_gaussian")
+        likelihood_head = heads.LIKELIHOODS.build(likelihood)
+        prior_layer = LadderPrior(
+            latent_dims, heads.PRIORS.build(prior, latent_shape=latent_dims[-1:]),
+            ladder_units, activation,
+        )
+        if body == "dense":
+            trunk = keras.Sequential(
+                [keras.layers.Flatten()]
+                + [keras.layers.Dense(u, activation=activation) for u in hidden_units],
+                name="trunk",
+            )
+            decoder = networks.mlp_decoder(
+                hidden_units[::-1], likelihood_head.params_shape(input_shape), activation
+            )
+        else:
+            trunk = _conv_trunk(filters, kernel_sizes, strides, dense_units, activation)
+            decoder = networks.conv_decoder(
+                input_shape, filters[::-1], kernel_sizes[::-1], strides[::-1],
+                dense_units[::-1], likelihood_head.params_per_element, activation,
+            )
+        encoder = LadderEncoder(
+            trunk,
+            [_dense_stack(ladder_units, activation, f"bottom_up_{i + 2}")
+             for i in range(len(latent_dims) - 1)],
+            [keras.layers.Dense(posterior_head.params_shape((d,))[0], name=f"bottom_up_params_{i + 1}")
+             for i, d in enumerate(latent_dims)],
+            name="encoder",
+        )
+        # Wiring.
+        super().__init__(
+            encoder=encoder,
+            decoder=decoder,
+            posterior=posterior_head,
+            likelihood=likelihood_head,
+            prior=prior_layer,
+            input_shape=input_shape,
+            **kwargs,
+        )
+
+    def build(self, input_shape=None):
+        if self.built:
+            return
+        # The KL of each layer, beside the base model's metrics (before the model locks).
+        self.trackers.extend(keras.metrics.Mean(name=f"kl_{i + 1}")
+                             for i in range(len(self.latent_dims)))
+        super().build(input_shape)
+
+    # ------------------------------------------------------------------ public API
+
+    def bottom_up(self, x):
+        """The bottom-up Gaussians N(μ̂_l, σ̂_l²) of x, bottom first: batch `[B]`, event
+        `[d_l]` each."""
+        x = tf.convert_to_tensor(x, tf.float32)
+        return [self.posterior(params) for params in self.encoder(x)]
+
+    def posterior_layers(self, bottom_up, prior_layers):
+        """`[q(z_1|z_2, x), ..., q(z_L|x)]` from the bottom-up Gaussians and the prior's
+        layers at the same parents (`GaussianChain.layers`): the merge of each pair, and
+        the top bottom-up Gaussian itself."""
+        merged = [precision_weighted_merge(b, p) for b, p in zip(bottom_up[:-1], prior_layers[:-1])]
+        return merged + [bottom_up[-1]]
+
+    def encode(self, x, y=None):
+        """q(z|x) over `concat(z_1..z_L)`: a `GaussianChain`, batch `[B]`, event `[D]`."""
+        return self._posterior_chain(self.bottom_up(x))
+
+    def _posterior_chain(self, bottom_up):
+        def conditional(i, parent):  # q(z_{i+1} | z_{i+2}, x)
+            return precision_weighted_merge(bottom_up[i], self.prior.conditional(i, parent))
+
+        return GaussianChain(bottom_up[-1], conditional, self.latent_dims)
+
+    def _joint_sample(self, x, sample_shape, seed):
+        """z ~ q(z|x), `[*sample_shape, B, D]` (the draw of `encode(x).sample(sample_shape,
+        seed=seed)`), its blocks, and the layers of q and p at its parents (bottom
+        first). The top-down networks run twice: for the draw and for p's layers."""
+        bottom_up = self.bottom_up(x)
+        q = self._posterior_chain(bottom_up)
+        z = q.sample(sample_shape, seed=seed)
+        p_layers = self.prior_distribution().layers(z)
+        return z, q.split(z), self.posterior_layers(bottom_up, p_layers), p_layers
+
+    def decode(self, z, y=None):
+        """p(x|z_1) from z `[B, D]` (its first `latent_dims[0]` entries): batch `[B]`,
+        event `input_shape`."""
+        z = tf.convert_to_tensor(z, tf.float32)
+        return self.likelihood(self.decoder(z[..., : self.latent_dims[0]]))
+
+    def layer_terms(self, x, seed=None):
+        """ELBO terms with one joint sample z ~ q(z|x) and the KL of every layer.
+
+        Returns:
+            dict of `[B]` tensors: "elbo", "reconstruction" log p(x|z_1), "kl" = Σ_l
+            KL_l, and "kl_1" ... "kl_L": KL(q(z_l | z_{l+1}, x) || p(z_l | z_{l+1})) at
+            the sampled parent (closed form where TFP registers it, see the class).
+        """
+        seed = self.draw_seed(seed)
+        x = tf.convert_to_tensor(x, tf.float32)
+        z, blocks, q_layers, p_layers = self._joint_sample(x, (), seed)  # z: [B, D]
+        kls = [
+            objectives.kl_divergence(q_l, p_l, z_l, analytic=self.analytic_kl)
+            for q_l, p_l, z_l in zip(q_layers, p_layers, blocks)
+        ]
+        reconstruction = self.decode(z).log_prob(x)
+        kl = tf.add_n(kls)
+        terms = {"elbo": reconstruction - kl, "reconstruction": reconstruction, "kl": kl}
+        return {**terms, **{f"kl_{i + 1}": kl_i for i, kl_i in enumerate(kls)}}
+
+    def elbo(self, x, y=None, seed=None):
+        """Per-example ELBO terms in nats, one joint sample: "elbo", "reconstruction",
+        "kl" (`[B]` each; `layer_terms` adds the KL of each layer)."""
+        terms = self.layer_terms(x, seed)
+        return {key: terms[key] for key in ("elbo", "reconstruction", "kl")}
+
+    def layer_importance_terms(self, x, num_samples, seed=None):
+        """log p(x|z_1) `[K, B]` and every layer's log-densities for K joint z_k ~ q(z|x).
+
+        Returns:
+            dict: "log_likelihood" `[K, B]`, "layer_log_prior" and
+            "layer_log_posterior": lists (bottom first) of `[K, B]` tensors
+            log p(z_l | z_{l+1}) and log q(z_l | z_{l+1}, x) (l = L: p(z_L), q(z_L|x)).
+        """
+        seed = self.draw_seed(seed)
+        x = tf.convert_to_tensor(x, tf.float32)
+        z, blocks, q_layers, p_layers = self._joint_sample(x, num_samples, seed)  # [K, B, D]
+        flat_z = tf.reshape(z, [-1, sum(self.latent_dims)])  # [K*B, D]
+        log_px_z = self.decode(flat_z).log_prob(_tile_batch(x, num_samples))
+        return {
+            "log_likelihood": tf.reshape(log_px_z, [num_samples, tf.shape(x)[0]]),
+            "layer_log_prior": [p.log_prob(b) for p, b in zip(p_layers, blocks)],
+            "layer_log_posterior": [q.log_prob(b) for q, b in zip(q_layers, blocks)],
+        }
+
+    def importance_terms(self, x, num_samples, y=None, seed=None):
+        """`[K, B]` log p(x|z_1), Σ_l log p(z_l | z_{l+1}) and Σ_l log q(z_l | ·) for K
+        joint samples z_k ~ q(z|x) (see `VAE.importance_terms`)."""
+        parts = self.layer_importance_terms(x, num_samples, seed)
+        return {
+            "log_likelihood": parts["log_likelihood"],
+            "log_prior": tf.add_n(parts["layer_log_prior"]),
+            "log_posterior": tf.add_n(parts["layer_log_posterior"]),
+        }
+
+    # ------------------------------------------------------------------ training
+
+    def compute_terms(self, inputs, training=False):
+        """The base model's terms (β-ELBO or IWAE loss) and "kl_1" ... "kl_L" (for
+        "iwae": log q(z_l|·) − log p(z_l|·) averaged over the K samples)."""
+        x = inputs[0]
+        beta = tf.convert_to_tensor(self.beta)
+        if self.objective == "iwae":
+            parts = self.layer_importance_terms(x, self.num_samples)
+            log_q, log_p = parts["layer_log_posterior"], parts["layer_log_prior"]
+            terms = objectives.iwae_terms(parts["log_likelihood"], tf.add_n(log_p),
+                                          tf.add_n(log_q), beta)
+            for i, (q_l, p_l) in enumerate(zip(log_q, log_p)):
+                terms[f"kl_{i + 1}"] = tf.reduce_mean(q_l - p_l, axis=0)
+            return terms
+        terms = self.layer_terms(x)
+        terms["loss"] = objectives.beta_elbo_loss(terms["reconstruction"], terms["kl"], beta)
+        return terms
