@@ -231,6 +231,8 @@ def test_iwae_objective_and_layer_kls():
     (dict(hidden_units=(4, -1)), r"^hidden_units must list sizes, each >= 1, got \(4, -1\)$"),
     (dict(body="rnn"), r"^body must be one of \('dense', 'conv'\), got 'rnn'$"),
     (dict(body="conv"), r"^input_shape must be \(height, width, channels\)"),
+    (dict(objective={"name": "beta_tc", "dataset_size": 8}),
+     r"^HierarchicalVAE trains with objective elbo or iwae, got \{'name': 'beta_tc'"),
 ])
 def test_bad_arguments_are_one_line_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -38,6 +38,8 @@ from vae_zoo.models.family import Family
 
 tfd = tfp.distributions
 
+# The objectives its per-layer terms implement (`compute_terms`).
+SUPPORTED_OBJECTIVES = ("elbo", "iwae")
 BODIES = ("dense", "conv")
 
 
@@ -371,6 +373,11 @@ class HierarchicalVAE(Family):
             raise ValueError(f"body must be one of {BODIES}, got {body!r}")
         if body == "conv":
             networks.check_conv_layers(input_shape, filters, kernel_sizes, strides)
+        objective = kwargs.get("objective", "elbo")
+        objective_name = objective.get("name") if isinstance(objective, dict) else objective
+        if objective_name not in SUPPORTED_OBJECTIVES:
+            raise ValueError(f"HierarchicalVAE trains with objective {' or '.join(SUPPORTED_OBJECTIVES)}"
+                             f", got {objective!r}")
         self.latent_dims = latent_dims  # read by encode/decode, which the base build runs
         # Layers.
         posterior_head = heads.POSTERIORS.build("diagonal_gaussian")
