@@ -22,7 +22,7 @@ LAYERS = {
     "core": ("vae_zoo.distributions", "vae_zoo.heads", "vae_zoo.networks",
              "vae_zoo.objectives", "vae_zoo.aggregate_posterior", "vae_zoo.schedules",
              "vae_zoo.models"),
-    "analysis": ("vae_zoo.evaluate", "vae_zoo.plots"),
+    "analysis": ("vae_zoo.evaluate", "vae_zoo.plots", "vae_zoo.disentanglement"),
     "data": ("vae_zoo.data", "vae_zoo.datasets"),
     "training": ("vae_zoo.training",),
     "drivers": ("vae_zoo.drivers",),

@@ -8,7 +8,7 @@ dependencies (keras-tuner, TFDS) are imported on first use.
 Layers, each importing only from those above it in this list:
 - core: `distributions`, `heads` (with `priors`), `networks`, `objectives`,
   `schedules`, `models`;
-- `evaluate`, `plots`: use the core only;
+- `evaluate`, `plots`, `disentanglement`: use the core only;
 - `data`: input pipelines, a registry of datasets;
 - `training`: `callbacks`, `distribute`, checkpointing;
 - `drivers`: `recipes`, `runs`, `tuning`, `export`, `cli`.
@@ -44,6 +44,7 @@ _SUBMODULES = {
     "schedules": "vae_zoo.schedules",
     "evaluate": "vae_zoo.evaluate",
     "plots": "vae_zoo.plots",
+    "disentanglement": "vae_zoo.disentanglement",
     "data": "vae_zoo.data",
     "training": "vae_zoo.training",
     "callbacks": "vae_zoo.training.callbacks",

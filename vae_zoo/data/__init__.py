@@ -4,6 +4,8 @@
 - `sources`: the registry of named datasets (`DATASETS`, `DatasetEntry`), any TFDS
   name, and `load`, `load_arrays`, `load_embedded_mnist`;
 - `own`: image folders and .npz/.npy files (their rules: keys, labels, splits);
+- `dsprites`: the synthetic dSprites (`"dsprites_synthetic"`), drawn by code from its
+  five factors, and the factor sampler and renderer disentanglement metrics need;
 - `pipeline`: `make_dataset` and the shared batching, scaling and binarization.
 """
 

@@ -223,7 +223,7 @@ def folder_examples(path: Path, split, *, with_labels, image_size, shuffle, seed
     `static_seed`: binarize each image with a draw fixed by its file's index."""
     import tensorflow as tf
 
-    from vae_zoo.data.pipeline import crop_resize_image, static_binarize_example
+    from vae_zoo.data.pipeline import crop_resize_image, positions, static_binarize_example
 
     folder = scan_folder(path, need_size=image_size is None)
     indices = split_indices(len(folder.files), split, str(path))
@@ -233,18 +233,8 @@ def folder_examples(path: Path, split, *, with_labels, image_size, shuffle, seed
     numbers = tf.constant(indices.astype(np.int64))
     shape = folder_info(path, image_size)[0]
     count = len(indices)
-    if shuffle and count:
-        # A fresh permutation of positions on every pass (8 bytes a file), rather than
-        # a shuffle buffer of file names (hundreds of bytes a file).
-        def permutation(pass_seed):
-            order = tf.random.experimental.stateless_shuffle(
-                tf.range(count, dtype=tf.int64), seed=tf.stack([pass_seed, 0]))
-            return tf.data.Dataset.from_tensor_slices(order)
-
-        passes = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
-        ds = passes.flat_map(permutation)
-    else:
-        ds = tf.data.Dataset.range(count)
+    # a fresh order of positions on every pass, not a shuffle buffer of file names
+    ds = positions(count, shuffle=shuffle, seed=seed)
 
     def fetch(position):
         return numbers[position], files[position], labels[position]

@@ -1,8 +1,9 @@
 """Datasets by name: a registry of entries, each saying where its examples come from.
 
 `DATASETS` are the registered names: the embedded `"mnist_sample"` (6,000 real MNIST
-digits shipped with the package, no network needed) and TensorFlow Datasets (TFDS)
-names. A `DatasetEntry` holds what the pipeline needs to know of one dataset (its
+digits shipped with the package, no network needed), `"dsprites_synthetic"` (a
+dSprites-like grid of 737,280 shapes with known factors, drawn by code on demand:
+`vae_zoo.data.dsprites`) and TensorFlow Datasets (TFDS) names. A `DatasetEntry` holds what the pipeline needs to know of one dataset (its
 image shape, whether it has labels, its TFDS name and preprocessing); adding a
 dataset is one `register(DatasetEntry(...))`, with no table elsewhere to edit.
 
@@ -41,7 +42,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from vae_zoo.data import own
+from vae_zoo.data import dsprites, own
 from vae_zoo.data.pipeline import (
     CACHE_BUDGET_MB,
     batched_pipeline,
@@ -79,6 +80,9 @@ class DatasetEntry:
         image_key: the TFDS feature (or array of an .npz file) holding the images.
         label_key: the TFDS feature (or array) holding the labels.
         num_classes: the number of classes, when known.
+        generator: for a dataset drawn by code, the object that draws it: its
+            `split_size(split)`, `arrays(split, image_size)` and `examples(split,
+            with_labels=, image_size=, shuffle=, seed=)` (as `dsprites.DSprites`).
     """
 
     name: str
@@ -91,17 +95,20 @@ class DatasetEntry:
     image_key: str | None = "image"
     label_key: str | None = "label"
     num_classes: int | None = None
+    generator: object = None
 
     @property
     def in_memory(self) -> bool:
         """Whether the whole dataset lives in memory (the embedded sample)."""
-        return self.tfds_name is None and self.path is None
+        return self.tfds_name is None and self.path is None and self.generator is None
 
     @property
     def kind(self) -> str:
-        """"embedded", "tfds", "tfds_folder", "folder" or "arrays"."""
+        """"embedded", "generated", "tfds", "tfds_folder", "folder" or "arrays"."""
         if self.tfds_name is not None:
             return "tfds" if self.path is None else "tfds_folder"
+        if self.generator is not None:
+            return "generated"
         if self.path is None:
             return "embedded"
         return "arrays" if self.path.lower().endswith(own.ARRAY_SUFFIXES) else "folder"
@@ -131,6 +138,8 @@ def register(entry: DatasetEntry) -> DatasetEntry:
 
 
 register(DatasetEntry("mnist_sample", (28, 28, 1), has_labels=True))
+register(DatasetEntry("dsprites_synthetic", dsprites.DSPRITES.image_shape, has_labels=True,
+                      num_classes=len(dsprites.SHAPES), generator=dsprites.DSPRITES))
 register(DatasetEntry("mnist", (28, 28, 1), has_labels=True, tfds_name="mnist"))
 register(DatasetEntry("fashion_mnist", (28, 28, 1), has_labels=True, tfds_name="fashion_mnist"))
 register(DatasetEntry("binarized_mnist", (28, 28, 1), has_labels=False,
@@ -341,6 +350,9 @@ def load_arrays(name, split="train", image_size=None, *, data_dir=None, image_ke
         x, y = own.array_split(own.resolve_path(source.path), split, image_size,
                                source.image_key, source.label_key)
         return (x.astype(np.float32) / np.float32(255.0) if x.dtype == np.uint8 else x), y
+    if source.kind == "generated":
+        x, y = source.generator.arrays(split, image_size)
+        return x.astype(np.float32) / np.float32(255.0), y
 
     with_labels = source.has_labels
     ds, _, _ = _stream_examples(source, split, with_labels, image_size, data_dir)
@@ -381,7 +393,9 @@ def load(
     """Load a dataset as a batched `tf.data.Dataset`.
 
     `"mnist_sample"` is embedded in the package (splits `"train"` and
-    `"test"`); the other names in `DATASETS`, and any other TFDS name, are read
+    `"test"`); `"dsprites_synthetic"` is drawn on demand (splits `"train"`, 727,280
+    images, and `"test"`, 10,000, sliced as `"train[:50000]"`; labels: the shape); the
+    other names in `DATASETS`, and any other TFDS name, are read
     with `tfds.load(name, split=split, data_dir=data_dir)`, so they must be
     downloadable or already prepared under `data_dir`. A path reads a prepared
     TFDS folder, a folder of images or an .npz/.npy file (`vae_zoo.data.own`).
@@ -451,7 +465,7 @@ def load(
         source, split, with_labels, image_size, data_dir, shuffle=shuffle, seed=seed,
         budget_mb=budget, static_seed=static_seed,
     )
-    if not cached and shuffle and source.kind != "folder":
+    if not cached and shuffle and source.kind not in ("folder", "generated"):
         ds = ds.shuffle(stream_shuffle_buffer(num_examples, _shape_of(source, image_size)), seed=seed,
                         reshuffle_each_iteration=True)
     return batched_pipeline(
@@ -483,14 +497,21 @@ def _embedded_split(split, image_size=None):
 
 def _stream_examples(source, split, with_labels, image_size, data_dir, *, shuffle=False,
                      seed=None, budget_mb=0, static_seed=None):
-    """Unbatched uint8 examples of a folder or TFDS split, binarized with a fixed draw
-    when `static_seed` is set.
+    """Unbatched uint8 examples of a generated, folder or TFDS split, binarized with a
+    fixed draw when `static_seed` is set (generated images are binary already).
 
     Returns `(ds, num_examples, cached)`: `cached` says whether the examples fit
     `budget_mb` (the caller caches and shuffles them); otherwise a folder's file order
     is already shuffled (when `shuffle`), and a TFDS split's files are.
     """
     shape = _shape_of(source, image_size)
+    if source.kind == "generated":
+        cached = fits_cache(source.generator.split_size(split), shape, budget_mb)
+        ds, num_examples = source.generator.examples(
+            split, with_labels=with_labels, image_size=image_size,
+            shuffle=shuffle and not cached, seed=seed)
+        # drawn binary: a static binarization would change nothing
+        return ds, num_examples, cached
     if source.kind == "folder":
         path = own.resolve_path(source.path)
         count = len(own.split_indices(len(own.scan_folder(path, image_size is None).files),
