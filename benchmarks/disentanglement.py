@@ -8,7 +8,10 @@ metrics of `vae_zoo.disentanglement` (`evaluate_all`) and reports them beside th
 ELBO and KL of 1,000 test images:
 
 - vae: the ELBO (β = 1);
-- beta_vae: β = 4 (Higgins et al. 2017).
+- beta_vae: β = 4 (Higgins et al. 2017);
+- beta_tc_vae: β-TC-VAE with β = 6 on the total correlation (Chen et al. 2018);
+- factor_vae: FactorVAE with γ = 10 and a 6×1000 discriminator, the same conv body
+  (Kim & Mnih 2018).
 
 A model is one entry of `MODELS`: a name and the recipe overrides that make it (as
 `vae-zoo train --set` takes them), or a function of the validated recipe returning an
@@ -48,6 +51,8 @@ RECIPE = "dsprites_conv"
 MODELS = {
     "vae": ["model.beta=1.0"],
     "beta_vae": ["model.beta=4.0"],
+    "beta_tc_vae": ["model.objective={name = 'beta_tc', beta = 6.0, dataset_size = 50000}"],
+    "factor_vae": ["model.family='factor'", "model.body='conv'", "model.gamma=10.0"],
 }
 COLUMNS = ("mig", "dci_disentanglement", "dci_completeness", "dci_informativeness_test",
            "factor_vae_eval_accuracy", "beta_vae_eval_accuracy", "sap")
