@@ -129,8 +129,10 @@ class Settings:
     """What every run of one invocation shares: architecture, data, epochs, policy and
     strategy."""
 
-    def __init__(self, arch, train_images, test_images, epochs, policy, strategy, workdir):
+    def __init__(self, arch, train_images, test_images, epochs, policy, strategy, workdir,
+                 overrides=()):
         self.arch, self.epochs, self.policy = arch, epochs, policy
+        self.overrides = list(overrides)  # recipe overrides of every vae_zoo configuration
         self.x, self.x_test = as_inputs(train_images, arch), as_inputs(test_images, arch)
         self.strategy_name = strategy
         self.strategy = tf.distribute.MirroredStrategy() if strategy == "mirrored" else None
@@ -152,7 +154,7 @@ class _NoScope:
 
 def vae_zoo_model(settings, plain):
     """The recipe's model for inputs like `settings.x`, compiled as its recipe compiles it."""
-    recipe = recipes.load(RECIPES[settings.arch], PLAIN if plain else [])
+    recipe = recipes.load(RECIPES[settings.arch], settings.overrides + (PLAIN if plain else []))
     kwargs = {key: tuple(value) if isinstance(value, list) else value
               for key, value in recipe["model"].items() if key != "family"}
     model = MODELS.get(recipe["model"]["family"])(
@@ -210,7 +212,7 @@ def cli_command(settings, impl, output):
                    "--batch-size", str(BATCH_SIZE)]
         return command + (["--strategy", "mirrored"] if settings.strategy else [])
     overrides = [f"data.dataset={settings.npz}", f"data.batch_size={BATCH_SIZE}",
-                 f"train.epochs={settings.epochs}", *CLI_OVERRIDES]
+                 f"train.epochs={settings.epochs}", *CLI_OVERRIDES, *settings.overrides]
     command = [sys.executable, "-m", "vae_zoo", "train", RECIPES[settings.arch], "--quiet",
                "--overwrite", "--output", str(output)]
     command += [part for o in overrides for part in ("--set", o)]
@@ -357,6 +359,10 @@ def main(argv=None):
                         help="Keras dtype policy of the in-process runs, e.g. mixed_float16")
     parser.add_argument("--strategy", choices=("none", "mirrored"), default="none",
                         help="train under tf.distribute.MirroredStrategy (all visible GPUs)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="SECTION.KEY=VALUE",
+                        help="recipe override for every vae_zoo configuration, as `vae-zoo "
+                             "train --set` takes it (repeatable; the plain path's own win)")
     args = parser.parse_args(argv)
     if args.epochs < 2:
         parser.error("--epochs must be >= 2 (the first epoch is not steady state)")
@@ -373,7 +379,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="train_throughput-") as workdir:
         for arch in args.arch:
             settings = Settings(arch, train_images, test_images, args.epochs, args.policy,
-                                args.strategy, workdir)
+                                args.strategy, workdir, args.overrides)
             rows += measure(settings, args.paths, args.rounds, peak)
     keras.mixed_precision.set_global_policy("float32")
     print_table(rows)
@@ -389,6 +395,7 @@ def main(argv=None):
         "paths": args.paths,
         "policy": args.policy,
         "strategy": args.strategy,
+        "overrides": args.overrides,
         "gpus": len(tf.config.list_physical_devices("GPU")),
         "statistic": "examples_per_s: median over epochs after the first of examples / "
                      "epoch seconds; whole_run_s: median over rounds, compilation included",
