@@ -148,3 +148,25 @@ def test_train_throughput_every_path(capsys, monkeypatch):
     assert rows[("plain", "vae_zoo")]["steps_per_execution"] == 1
     assert rows[("cli", "vae_zoo")]["jit_compile"] is False
     assert math.isfinite(rows[("numpy", "vae_zoo")]["test_elbo"])
+
+
+def test_gpu_check_without_a_gpu_says_so():
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHON": sys.executable, "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 1
+    report = json.loads(lines[0])
+    assert report["benchmark"] == "gpu_check" and report["gpu_found"] is False
+    assert report["note"] == "no GPU found: GPU steps skipped"
+    assert report["install"]["status"] == "skipped" and report["tensorflow"]
+    detect, *others = report["steps"]
+    assert detect["name"] == "detect" and detect["status"] == "ok"
+    assert {s["name"] for s in others} == {"tests", "train_default", "train_mixed_float16",
+                                           "train_mirrored", "eval"}
+    assert all(s["status"] == "skipped" and s["reason"] == "no GPU found" for s in others)
