@@ -1,38 +1,55 @@
-"""Training throughput of the dense and conv MNIST recipes against a keras.io-style VAE.
+"""Training throughput of vae_zoo on every path a user takes, each beside a keras.io-style VAE fed the same way.
 
-What it measures, side by side in one process
+What it measures, in one process, interleaved
 ---------------------------------------------
-- `matmul_peak_gflops`: the machine's float32 dense matmul rate (8 products of
-  1024×1024 matrices, with TensorFlow's kernel and with XLA's, the best of several
-  timed runs), the ceiling any training step is compared with.
-- For each architecture (`dense`: the `mnist_dense` recipe, 784-512-256 encoder, latent
-  32, mirrored decoder, Bernoulli; `conv`: the `mnist_conv` recipe), steady-state
-  training examples/s of:
-  - `baseline`: the keras.io-style VAE of the same architecture in
-    `benchmarks/baselines/keras_io_vae.py` (Sampling layer, GradientTape train_step,
-    summed BCE + KL, default `compile`), fed the way the keras.io example feeds it:
-    `fit(numpy_array, batch_size=128)`;
-  - `vae_zoo_plain`: the vae_zoo model with `jit_compile=False, steps_per_execution=1`
-    (a plain `tf.function` step per batch), fed by the recipe's tf.data pipeline;
-  - `vae_zoo`: the vae_zoo model compiled as `vae-zoo train` compiles the recipe (its
-    defaults: XLA, several steps per execution) and fed by the same pipeline.
-- The fraction of the matmul peak the dense runs reach: examples/s × FLOPs per
-  training example (forward multiply-adds × 2 FLOPs × 3 for forward + backward;
-  6.54 MFLOP for the dense architecture) ÷ peak.
-- Accuracy of the fast path: after timing, `vae_zoo` and `vae_zoo_plain` have trained
-  the same number of epochs from the same seed; their test ELBO (1,000 test digits,
-  fixed binarization) is reported side by side.
+The model is the `mnist_dense` recipe's (`DenseVAE` 784-512-256, latent 32, Bernoulli,
+Adam 1e-3, batch 128; `--arch conv`: the `mnist_conv` recipe's), trained on
+`--examples` digits of the embedded MNIST sample, statically binarized once (a fixed
+seed), as `[N, 784]` float32 (`[N, 28, 28, 1]` for conv). The baseline is the keras.io
+example's VAE with the same architecture (`baselines/keras_io_vae.py`: Sampling layer,
+GradientTape `train_step`, summed BCE + KL, default `compile`). The paths (`--paths`):
 
-All runs are interleaved: every model is warmed up (one epoch: tracing, XLA
-compilation, cache fill), then `--rounds` rounds each train every model for
-`--epochs` epochs, so slow phases of a shared machine hit every configuration alike.
-The figure per configuration is the median over all its timed epochs of
-(examples per epoch ÷ epoch wall time); an epoch is one pass over the 5,000 embedded
-training digits.
+- `numpy`: `model.fit(x, batch_size=128)` on the array, vae_zoo with its defaults
+  (XLA, 32 steps per call; arrays go through `vae_zoo.models.arrays`) and the baseline
+  (Keras' own array pipeline);
+- `tf.data`: both fed the same kind of `tf.data.Dataset` (`from_tensor_slices`,
+  `shuffle` over all examples, `batch(128)`, `prefetch(AUTOTUNE)`);
+- `cli`: `vae-zoo train <recipe> --quiet` as a subprocess on the same digits (written
+  to an `.npz` with 1,000 statically binarized test digits, `data.binarize = "none"`,
+  the IW evaluation, per-epoch diagnostics and image grids switched off; the recipe's
+  validation pass, checkpoints, TensorBoard logs and final pictures stay, as a user
+  gets them) against `baselines/keras_io_train.py` as a subprocess (loads the `.npz`,
+  `fit` on the array), both timed as whole commands;
+- `plain`: vae_zoo's plain path (`jit_compile=False, steps_per_execution=1`) on the
+  array, for reference; its baseline is the `numpy` one.
 
-Run (about 1–2 minutes on 2 cores):
+For each run: the wall time of every epoch (between consecutive epoch ends, so a stall
+between epochs counts; the first from the start of `fit`; for `vae-zoo train` from the
+epoch summaries of its TensorBoard log) and of the whole run (building, compiling and
+`fit`; for `cli` the whole command, Python and TensorFlow start-up included). Reported
+per path and implementation:
+
+- `examples_per_s`: the steady state, the median over all epochs after the first of all
+  rounds of examples ÷ epoch seconds; `speedup`: ÷ the baseline's on the same path;
+- `whole_run_s`: the median over rounds of the whole run, compilation included;
+  `whole_run_speedup`: the baseline's ÷ this one;
+- `max_epoch_over_median`: the largest epoch after the first ÷ the median of those
+  epochs, the worst round (the performance issue asks for at most 1.5 on every path);
+- `fraction_of_matmul_peak` (dense): examples/s × training FLOPs per example (matmul
+  multiply-adds × 2 × 3 for forward and backward: 6.54 MFLOP) ÷ the float32 matmul peak
+  measured in the same run (`machine.py`);
+- `test_elbo` (in-process vae_zoo runs): the mean ELBO of 1,000 test digits after
+  training, so the fast paths can be seen to train as well as the plain one.
+
+Each round builds every model afresh and runs each path's two configurations one after
+the other (the order alternating between rounds), so slow phases of a shared machine
+hit both alike. `--policy mixed_float16` and `--strategy mirrored` (all visible GPUs,
+or the CPU) apply to every configuration, for GPU machines (`gpu_check.sh`); the `cli`
+path takes the strategy, not the policy.
+
+Run (about 2 minutes on 2 cores):
     python benchmarks/train_throughput.py
-    python benchmarks/train_throughput.py --arch dense --rounds 2 --epochs 2   # quicker
+    python benchmarks/train_throughput.py --rounds 1 --epochs 3 --examples 500   # smoke
 
 A table goes to stderr; one JSON line goes to stdout.
 """
@@ -44,14 +61,19 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before tensorflow is imported
 
 import argparse  # noqa: E402
+import gc  # noqa: E402
+import glob  # noqa: E402
 import json  # noqa: E402
 import statistics  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -60,10 +82,18 @@ import tensorflow as tf  # noqa: E402
 from baselines import keras_io_vae  # noqa: E402
 from machine import environment, matmul_peak_gflops  # noqa: E402
 from vae_zoo import data, evaluate, recipes  # noqa: E402
+from vae_zoo.models import MODELS  # noqa: E402
 
 RECIPES = {"dense": "mnist_dense", "conv": "mnist_conv"}
+PATHS = ("numpy", "tf.data", "cli", "plain")
+PLAIN = ["train.jit_compile=false", "train.steps_per_execution=1"]
+# `vae-zoo train` without the extras a recipe can switch off.
+CLI_OVERRIDES = ["data.binarize=none", "evaluate.num_samples=0", "evaluate.examples=1",
+                 "output.images_every=0", "output.diagnostics=false", "output.grid_size=1"]
 BATCH_SIZE = 128
 SEED = 0
+TEST_DIGITS = 1000
+STALL_LIMIT = 1.5
 
 
 def log(*args):
@@ -79,130 +109,299 @@ def dense_training_flops(hidden_units=(512, 256), latent_dim=32, pixels=784):
     return 2 * (encoder + decoder) * 3
 
 
-class EpochTimer(keras.callbacks.Callback):
+def binarized_digits(examples, seed=SEED):
+    """`(train, test)` uint8 {0, 255} images `[N, 28, 28]`: `examples` training digits
+    and the 1,000 test digits of the embedded sample, each drawn once."""
+    mnist = data.load_embedded_mnist()
+    if not 1 <= examples <= len(mnist["x_train"]):
+        raise ValueError(f"--examples must be in [1, {len(mnist['x_train'])}], got {examples}")
+    return (data.static_binarize(mnist["x_train"][:examples], seed),
+            data.static_binarize(mnist["x_test"][:TEST_DIGITS], seed + 1))
+
+
+def as_inputs(images, arch):
+    """uint8 images as the model's float32 inputs: `[N, 784]` (dense), `[N, 28, 28, 1]`."""
+    x = images.astype("float32") / 255.0
+    return x.reshape(len(x), -1) if arch == "dense" else x[..., None]
+
+
+class Settings:
+    """What every run of one invocation shares: architecture, data, epochs, policy and
+    strategy."""
+
+    def __init__(self, arch, train_images, test_images, epochs, policy, strategy, workdir,
+                 overrides=()):
+        self.arch, self.epochs, self.policy = arch, epochs, policy
+        self.overrides = list(overrides)  # recipe overrides of every vae_zoo configuration
+        self.x, self.x_test = as_inputs(train_images, arch), as_inputs(test_images, arch)
+        self.strategy_name = strategy
+        self.strategy = tf.distribute.MirroredStrategy() if strategy == "mirrored" else None
+        self.npz = Path(workdir) / f"digits-{arch}.npz"
+        np.savez(self.npz, x_train=train_images, x_test=test_images)
+        self.workdir = Path(workdir)
+
+    def scope(self):
+        return self.strategy.scope() if self.strategy else _NoScope()
+
+
+class _NoScope:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def vae_zoo_model(settings, plain):
+    """The recipe's model for inputs like `settings.x`, compiled as its recipe compiles it."""
+    recipe = recipes.load(RECIPES[settings.arch], settings.overrides + (PLAIN if plain else []))
+    kwargs = {key: tuple(value) if isinstance(value, list) else value
+              for key, value in recipe["model"].items() if key != "family"}
+    model = MODELS.get(recipe["model"]["family"])(
+        input_shape=settings.x.shape[1:], seed=recipe["train"]["seed"], **kwargs)
+    return recipes.compile_model(model, recipe)
+
+
+def shuffled_dataset(x):
+    """What a tf.data user writes: slices, a full shuffle, batches, prefetch."""
+    return (tf.data.Dataset.from_tensor_slices(x).shuffle(len(x), seed=SEED)
+            .batch(BATCH_SIZE).prefetch(tf.data.AUTOTUNE))
+
+
+class EpochEnds(keras.callbacks.Callback):
     def __init__(self):
         super().__init__()
-        self.seconds = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
+        self.ends = []
 
     def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self._start)
+        self.ends.append(time.perf_counter())
 
 
-class Config:
-    """One model and its feed; `train(epochs)` returns the wall time of each epoch."""
-
-    def __init__(self, name, arch, recipe, x_grey):
-        self.name, self.arch = name, arch
-        keras.utils.set_random_seed(SEED)
-        if name == "baseline":
-            self.model = keras_io_vae.build(arch)
-            self.fit_args = (x_grey,)
-            self.fit_kwargs = {"batch_size": BATCH_SIZE}
+def run_in_process(settings, path, impl):
+    """One training run in this process; its epoch times and whole-run time."""
+    keras.backend.clear_session()  # also resets the dtype policy: set it again
+    keras.mixed_precision.set_global_policy(settings.policy)
+    keras.utils.set_random_seed(SEED)
+    feed = shuffled_dataset(settings.x) if path == "tf.data" else settings.x
+    start = time.perf_counter()
+    with settings.scope():
+        if impl == "baseline":
+            model = keras_io_vae.build(settings.arch, input_shape=settings.x.shape[1:])
         else:
-            overrides = [] if name == "vae_zoo" else [
-                "train.jit_compile=false", "train.steps_per_execution=1"
-            ]
-            recipe = recipes.load(RECIPES[arch], overrides)
-            self.model = recipes.compile_model(recipes.build_model(recipe), recipe)
-            train, _ = recipes.build_datasets(recipe)
-            self.fit_args, self.fit_kwargs = (train,), {}
-            self.recipe = recipe
-        self.examples = len(x_grey)
-        self.seconds = []
-        self.epochs_trained = 0
-
-    def train(self, epochs, timed=True):
-        timer = EpochTimer()
-        self.model.fit(
-            *self.fit_args, epochs=self.epochs_trained + epochs,
-            initial_epoch=self.epochs_trained, verbose=0, callbacks=[timer], **self.fit_kwargs,
-        )
-        self.epochs_trained += epochs
-        if timed:
-            self.seconds += timer.seconds
-
-    def summary(self):
-        rates = [self.examples / s for s in self.seconds]
-        return {
-            "config": self.name,
-            "arch": self.arch,
-            "examples_per_s": round(statistics.median(rates), 1),
-            "examples_per_s_min": round(min(rates), 1),
-            "examples_per_s_max": round(max(rates), 1),
-            "timed_epochs": len(rates),
-            "jit_compile": bool(self.model.jit_compile),
-            "steps_per_execution": int(self.model.steps_per_execution),
-        }
+            model = vae_zoo_model(settings, plain=path == "plain")
+    timer = EpochEnds()
+    kwargs = {} if path == "tf.data" else {"batch_size": BATCH_SIZE}
+    fit_start = time.perf_counter()
+    model.fit(feed, epochs=settings.epochs, verbose=0, callbacks=[timer], **kwargs)
+    whole = time.perf_counter() - start
+    epochs = np.diff([fit_start, *timer.ends]).tolist()
+    result = {"first_epoch_s": epochs[0], "steady_epoch_s": epochs[1:], "whole_run_s": whole,
+              "jit_compile": bool(model.jit_compile),
+              "steps_per_execution": int(model.steps_per_execution)}
+    if impl == "vae_zoo":
+        result["test_elbo"] = float(np.mean(evaluate.elbo(model, settings.x_test, seed=SEED)["elbo"]))
+    del model, feed
+    gc.collect()
+    return result
 
 
-def test_elbo(config, x_test):
-    return float(np.mean(evaluate.elbo(config.model, x_test, seed=SEED)["elbo"]))
+def cli_command(settings, impl, output):
+    if impl == "baseline":
+        command = [sys.executable, str(HERE / "baselines" / "keras_io_train.py"), str(settings.npz),
+                   "--epochs", str(settings.epochs), "--arch", settings.arch,
+                   "--batch-size", str(BATCH_SIZE)]
+        return command + (["--strategy", "mirrored"] if settings.strategy else [])
+    overrides = [f"data.dataset={settings.npz}", f"data.batch_size={BATCH_SIZE}",
+                 f"train.epochs={settings.epochs}", *CLI_OVERRIDES, *settings.overrides]
+    command = [sys.executable, "-m", "vae_zoo", "train", RECIPES[settings.arch], "--quiet",
+               "--overwrite", "--output", str(output)]
+    command += [part for o in overrides for part in ("--set", o)]
+    return command + (["--strategy", "mirrored"] if settings.strategy else [])
+
+
+def tensorboard_epoch_ends(run_folder):
+    """Wall times at which `vae-zoo train` wrote each epoch's training summary."""
+    ends = {}
+    for events in glob.glob(str(Path(run_folder) / "logs" / "train" / "events.out.tfevents.*")):
+        for record in tf.data.TFRecordDataset(events):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            if any(value.tag == "epoch_loss" for value in event.summary.value):
+                ends[event.step] = event.wall_time
+    return [ends[step] for step in sorted(ends)]
+
+
+def run_cli(settings, path, impl):
+    """One training run as a command; its epoch times and whole-command time."""
+    output = settings.workdir / f"run-{settings.arch}"
+    command = cli_command(settings, impl, output)
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ})
+    whole = time.perf_counter() - start
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(command[1:4])} ... failed ({done.returncode}):\n"
+                           f"{done.stderr[-3000:]}")
+    if impl == "baseline":
+        report = json.loads(done.stdout.strip().splitlines()[-1])
+        epochs = np.diff([report["fit_start_s"], *report["epoch_end_s"]]).tolist()
+        first, jit = epochs[0], report["jit_compile"]
+        steady, steps = epochs[1:], 1
+    else:
+        ends = tensorboard_epoch_ends(output)
+        if len(ends) != settings.epochs:
+            raise RuntimeError(f"found {len(ends)} epoch summaries in {output}, expected "
+                               f"{settings.epochs}")
+        recipe = json.loads((output / "recipe.json").read_text())
+        first, steady = None, np.diff(ends).tolist()  # no clock at the start of fit
+        jit, steps = recipe["train"]["jit_compile"], recipe["train"]["steps_per_execution"]
+    return {"first_epoch_s": first, "steady_epoch_s": steady, "whole_run_s": whole,
+            "jit_compile": jit, "steps_per_execution": steps}
+
+
+def schedule(paths):
+    """Per round, the runs `(path, implementation)` in order: each path's two
+    configurations side by side; the plain path's baseline is the numpy one."""
+    runs = []
+    for path in paths:
+        if path == "plain":
+            runs.append([(path, "vae_zoo")]
+                        + ([] if "numpy" in paths else [("numpy", "baseline")]))
+        else:
+            runs.append([(path, "baseline"), (path, "vae_zoo")])
+    return runs
+
+
+def summarize(settings, key, results, peak):
+    """The figures of one `(path, implementation)` over its rounds."""
+    path, impl = key
+    examples = len(settings.x)
+    steady = [s for r in results for s in r["steady_epoch_s"]]
+    worst = max((max(r["steady_epoch_s"]) / statistics.median(r["steady_epoch_s"])
+                 for r in results if r["steady_epoch_s"]), default=None)
+    firsts = [r["first_epoch_s"] for r in results if r["first_epoch_s"] is not None]
+    row = {
+        "arch": settings.arch,
+        "path": path,
+        "impl": impl,
+        "examples_per_s": round(statistics.median(examples / s for s in steady), 1) if steady else None,
+        "examples_per_s_min": round(examples / max(steady), 1) if steady else None,
+        "whole_run_s": round(statistics.median(r["whole_run_s"] for r in results), 3),
+        "first_epoch_s": round(statistics.median(firsts), 3) if firsts else None,
+        "median_epoch_s": round(statistics.median(steady), 4) if steady else None,
+        "max_epoch_over_median": round(worst, 2) if worst is not None else None,
+        "timed_epochs": len(steady),
+        "rounds": len(results),
+        "jit_compile": results[0]["jit_compile"],
+        "steps_per_execution": results[0]["steps_per_execution"],
+    }
+    if "test_elbo" in results[0]:
+        row["test_elbo"] = round(statistics.mean(r["test_elbo"] for r in results), 2)
+    if settings.arch == "dense" and row["examples_per_s"]:
+        flops = dense_training_flops()
+        row["training_flops_per_example"] = flops
+        row["fraction_of_matmul_peak"] = round(row["examples_per_s"] * flops / (peak * 1e9), 3)
+    return row
+
+
+def compare(rows):
+    """Each vae_zoo row's ratios to the baseline on its path (`plain`: the numpy one)."""
+    baselines = {(r["arch"], r["path"]): r for r in rows if r["impl"] == "baseline"}
+    for row in rows:
+        if row["impl"] != "vae_zoo":
+            continue
+        base = baselines[(row["arch"], "numpy" if row["path"] == "plain" else row["path"])]
+        row["baseline_examples_per_s"] = base["examples_per_s"]
+        row["speedup"] = (round(row["examples_per_s"] / base["examples_per_s"], 2)
+                          if row["examples_per_s"] and base["examples_per_s"] else None)
+        row["baseline_whole_run_s"] = base["whole_run_s"]
+        row["whole_run_speedup"] = round(base["whole_run_s"] / row["whole_run_s"], 2)
+
+
+def measure(settings, paths, rounds, peak):
+    runs = schedule(paths)
+    results = {}
+    for round_index in range(rounds):
+        for group in runs:
+            for key in (group if round_index % 2 == 0 else list(reversed(group))):
+                run = run_cli if key[0] == "cli" else run_in_process
+                log(f"round {round_index + 1}/{rounds}: {settings.arch} {key[0]} {key[1]}")
+                results.setdefault(key, []).append(run(settings, *key))
+    rows = [summarize(settings, key, found, peak) for key, found in results.items()]
+    compare(rows)
+    order = {p: i for i, p in enumerate(PATHS)}
+    return sorted(rows, key=lambda r: (order[r["path"]], r["impl"] != "baseline"))
+
+
+def print_table(rows):
+    def number(value, spec):
+        return "" if value is None else format(value, spec)
+
+    log(f"\n{'arch':>5} {'path':>8} {'impl':>9} {'ex/s':>8} {'×base':>6} {'run s':>7} "
+        f"{'×base':>6} {'epoch 1':>7} {'max/med':>7} {'of peak':>7} {'ELBO':>8}  jit steps")
+    for r in rows:
+        share = r.get("fraction_of_matmul_peak")
+        log(f"{r['arch']:>5} {r['path']:>8} {r['impl']:>9} {number(r['examples_per_s'], ',.0f'):>8} "
+            f"{number(r.get('speedup'), '.2f'):>6} {r['whole_run_s']:>7.2f} "
+            f"{number(r.get('whole_run_speedup'), '.2f'):>6} {number(r['first_epoch_s'], '.2f'):>7} "
+            f"{number(r['max_epoch_over_median'], '.2f'):>7} {number(share, '.0%'):>7} "
+            f"{number(r.get('test_elbo'), '.2f'):>8}  {str(r['jit_compile']):>5} "
+            f"{r['steps_per_execution']:>3}")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--arch", nargs="+", choices=list(RECIPES), default=list(RECIPES))
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=3, help="timed epochs per round")
+    parser.add_argument("--arch", nargs="+", choices=list(RECIPES), default=["dense"])
+    parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS))
+    parser.add_argument("--examples", type=int, default=3000,
+                        help="training digits of the embedded sample (at most 5000)")
+    parser.add_argument("--epochs", type=int, default=12, help="epochs per run (>= 2)")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of every configuration")
+    parser.add_argument("--policy", default="float32",
+                        help="Keras dtype policy of the in-process runs, e.g. mixed_float16")
+    parser.add_argument("--strategy", choices=("none", "mirrored"), default="none",
+                        help="train under tf.distribute.MirroredStrategy (all visible GPUs)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="SECTION.KEY=VALUE",
+                        help="recipe override for every vae_zoo configuration, as `vae-zoo "
+                             "train --set` takes it (repeatable; the plain path's own win)")
     args = parser.parse_args(argv)
+    if args.epochs < 2:
+        parser.error("--epochs must be >= 2 (the first epoch is not steady state)")
+    if args.policy != "float32" and "cli" in args.paths:
+        parser.error("--policy applies to the in-process paths; leave out cli (--paths)")
     warnings.filterwarnings("ignore", message=r"`shuffle=True` was passed")
 
-    mnist = data.load_embedded_mnist()
-    x_grey = (mnist["x_train"][..., None] / 255.0).astype("float32")
-    rng = np.random.default_rng(SEED)
-    x_test = (rng.random(mnist["x_test"].shape) < mnist["x_test"] / 255.0)
-    x_test = x_test.astype("float32")[..., None]
-
+    train_images, test_images = binarized_digits(args.examples)
     peak = matmul_peak_gflops()
     log(f"matmul peak: {peak:.0f} GFLOP/s float32; TF {tf.__version__}, Keras "
-        f"{keras.__version__}, {os.cpu_count()} CPUs")
-    results, accuracy = [], {}
-    for arch in args.arch:
-        configs = [Config(name, arch, None, x_grey)
-                   for name in ("baseline", "vae_zoo_plain", "vae_zoo")]
-        for config in configs:
-            config.train(1, timed=False)
-        for _ in range(args.rounds):
-            for config in configs:
-                config.train(args.epochs)
-        summaries = [c.summary() for c in configs]
-        base = summaries[0]["examples_per_s"]
-        for s in summaries:
-            s["vs_baseline"] = round(s["examples_per_s"] / base, 2)
-            if arch == "dense":
-                flops = dense_training_flops()
-                s["training_flops_per_example"] = flops
-                s["fraction_of_matmul_peak"] = round(s["examples_per_s"] * flops / (peak * 1e9), 3)
-        results += summaries
-        plain, fast = configs[1], configs[2]
-        accuracy[arch] = {
-            "epochs": fast.epochs_trained,
-            "test_elbo_vae_zoo": round(test_elbo(fast, x_test), 2),
-            "test_elbo_vae_zoo_plain": round(test_elbo(plain, x_test), 2),
-        }
-
-    log(f"\n{'arch':>6} {'config':>14} {'ex/s':>9} {'min':>8} {'max':>8} {'× base':>7} "
-        f"{'of peak':>8}  jit  steps/exec")
-    for r in results:
-        peak_share = f"{r['fraction_of_matmul_peak']:.0%}" if "fraction_of_matmul_peak" in r else ""
-        log(f"{r['arch']:>6} {r['config']:>14} {r['examples_per_s']:>9,.0f} "
-            f"{r['examples_per_s_min']:>8,.0f} {r['examples_per_s_max']:>8,.0f} "
-            f"{r['vs_baseline']:>7.2f} {peak_share:>8}  {str(r['jit_compile']):>5} "
-            f"{r['steps_per_execution']:>4}")
-    for arch, a in accuracy.items():
-        log(f"{arch}: test ELBO after {a['epochs']} epochs: vae_zoo {a['test_elbo_vae_zoo']:.2f}, "
-            f"plain path {a['test_elbo_vae_zoo_plain']:.2f} nats")
+        f"{keras.__version__}, {os.cpu_count()} CPUs, GPUs: "
+        f"{len(tf.config.list_physical_devices('GPU'))}")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="train_throughput-") as workdir:
+        for arch in args.arch:
+            settings = Settings(arch, train_images, test_images, args.epochs, args.policy,
+                                args.strategy, workdir, args.overrides)
+            rows += measure(settings, args.paths, args.rounds, peak)
+    keras.mixed_precision.set_global_policy("float32")
+    print_table(rows)
+    worst = max((r["max_epoch_over_median"] for r in rows
+                 if r["max_epoch_over_median"] is not None), default=None)
     print(json.dumps({
         "benchmark": "train_throughput",
         "matmul_peak_gflops": round(peak, 1),
         "batch_size": BATCH_SIZE,
-        "train_images": int(len(x_grey)),
-        "statistic": "median over timed epochs of examples_per_epoch / epoch_seconds",
-        "results": results,
-        "accuracy": accuracy,
+        "train_images": args.examples,
+        "epochs": args.epochs,
+        "rounds": args.rounds,
+        "paths": args.paths,
+        "policy": args.policy,
+        "strategy": args.strategy,
+        "overrides": args.overrides,
+        "gpus": len(tf.config.list_physical_devices("GPU")),
+        "statistic": "examples_per_s: median over epochs after the first of examples / "
+                     "epoch seconds; whole_run_s: median over rounds, compilation included",
+        "stall_limit": STALL_LIMIT,
+        "stall_ok": worst is None or worst <= STALL_LIMIT,
+        "results": rows,
         **environment(),
     }), flush=True)
     return 0

@@ -90,3 +90,83 @@ def test_quality_main_over_two_seeds(quality, capsys, monkeypatch):
     assert set(report["summary"]) == {"vanilla", "kl_annealing"}
     assert "mean of 2 seeds" in captured.err
     assert annealed == [{"warmup_epochs": 1}] * 2  # kl_annealing only, warm-up capped at the run
+
+
+def _in_process_run(module_of):
+    """A stand-in for `subprocess.run` that runs the benchmark's commands in this
+    process (`python -m vae_zoo ...` through the CLI's `main`, a script through its
+    `main`): the same code without a second interpreter's start-up."""
+    import contextlib
+    import io
+    import subprocess
+
+    def run(command, **kwargs):
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            if command[1:3] == ["-m", "vae_zoo"]:
+                from vae_zoo.drivers import cli
+
+                code = cli.main(command[3:])
+            else:
+                code = module_of(command[1]).main(command[2:])
+        return subprocess.CompletedProcess(command, code or 0, out.getvalue(), err.getvalue())
+
+    return run
+
+
+def test_train_throughput_every_path(capsys, monkeypatch):
+    train_throughput = _load("train_throughput")
+    scripts = {}
+
+    def script(path):
+        if path not in scripts:
+            spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+            scripts[path] = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(scripts[path])
+        return scripts[path]
+
+    monkeypatch.setattr(train_throughput.subprocess, "run", _in_process_run(script))
+    monkeypatch.setattr(train_throughput, "matmul_peak_gflops", lambda: 100.0)
+    # without XLA's compilations (several seconds each), which tests/test_fast_path.py covers
+    train_throughput.main(["--rounds", "1", "--epochs", "2", "--examples", "256",
+                           "--set", "train.jit_compile=false"])
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["benchmark"] == "train_throughput" and report["train_images"] == 256
+    rows = {(r["path"], r["impl"]): r for r in report["results"]}
+    assert set(rows) == {(p, i) for p in ("numpy", "tf.data", "cli") for i in ("baseline", "vae_zoo")
+                         } | {("plain", "vae_zoo")}
+    for (path, impl), row in rows.items():
+        assert row["examples_per_s"] > 0 and row["whole_run_s"] > 0, (path, impl)
+        assert row["timed_epochs"] == 1 and row["max_epoch_over_median"] == 1.0
+        assert 0 < row["fraction_of_matmul_peak"]
+        if impl == "vae_zoo":
+            assert row["speedup"] > 0 and row["whole_run_speedup"] > 0, path
+    assert rows[("plain", "vae_zoo")]["baseline_examples_per_s"] == \
+        rows[("numpy", "baseline")]["examples_per_s"]
+    assert report["overrides"] == ["train.jit_compile=false"]
+    assert rows[("numpy", "vae_zoo")]["steps_per_execution"] == 32
+    assert rows[("plain", "vae_zoo")]["steps_per_execution"] == 1
+    assert rows[("cli", "vae_zoo")]["jit_compile"] is False
+    assert math.isfinite(rows[("numpy", "vae_zoo")]["test_elbo"])
+
+
+def test_gpu_check_without_a_gpu_says_so():
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHON": sys.executable, "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 1
+    report = json.loads(lines[0])
+    assert report["benchmark"] == "gpu_check" and report["gpu_found"] is False
+    assert report["note"] == "no GPU found: GPU steps skipped"
+    assert report["install"]["status"] == "skipped" and report["tensorflow"]
+    detect, *others = report["steps"]
+    assert detect["name"] == "detect" and detect["status"] == "ok"
+    assert {s["name"] for s in others} == {"tests", "train_default", "train_mixed_float16",
+                                           "train_mirrored", "eval"}
+    assert all(s["status"] == "skipped" and s["reason"] == "no GPU found" for s in others)

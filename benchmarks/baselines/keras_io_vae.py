@@ -14,6 +14,8 @@ Nothing here is used by vae_zoo itself.
 
 from __future__ import annotations
 
+import math
+
 import keras
 import tensorflow as tf
 from keras import layers, ops
@@ -38,10 +40,11 @@ def _encoder_head(features, latent_dim):
     return z_mean, z_log_var, Sampling()([z_mean, z_log_var])
 
 
-def dense_encoder_decoder(latent_dim=32, hidden_units=(512, 256)):
-    """784-512-256-z encoder and its mirror image, sigmoid output."""
-    inputs = keras.Input(shape=(28, 28, 1))
-    h = layers.Flatten()(inputs)
+def dense_encoder_decoder(latent_dim=32, hidden_units=(512, 256), input_shape=(28, 28, 1)):
+    """784-512-256-z encoder and its mirror image, sigmoid output, for images
+    `input_shape` (or flat vectors: `(784,)`)."""
+    inputs = keras.Input(shape=input_shape)
+    h = layers.Flatten()(inputs) if len(input_shape) > 1 else inputs
     for units in hidden_units:
         h = layers.Dense(units, activation="relu")(h)
     encoder = keras.Model(inputs, _encoder_head(h, latent_dim), name="encoder")
@@ -50,13 +53,17 @@ def dense_encoder_decoder(latent_dim=32, hidden_units=(512, 256)):
     h = latent
     for units in reversed(hidden_units):
         h = layers.Dense(units, activation="relu")(h)
-    h = layers.Dense(28 * 28, activation="sigmoid")(h)
-    decoder = keras.Model(latent, layers.Reshape((28, 28, 1))(h), name="decoder")
+    h = layers.Dense(math.prod(input_shape), activation="sigmoid")(h)
+    if len(input_shape) > 1:
+        h = layers.Reshape(input_shape)(h)
+    decoder = keras.Model(latent, h, name="decoder")
     return encoder, decoder
 
 
-def conv_encoder_decoder(latent_dim=32, filters=(32, 64), dense_units=256):
+def conv_encoder_decoder(latent_dim=32, filters=(32, 64), dense_units=256, input_shape=(28, 28, 1)):
     """28×28×1 → 3×3 convs 32, 64 (stride 2) → dense 256 → z, and the mirror image."""
+    if tuple(input_shape) != (28, 28, 1):
+        raise ValueError(f"the conv baseline takes 28x28x1 images, got {input_shape}")
     inputs = keras.Input(shape=(28, 28, 1))
     h = inputs
     for f in filters:
@@ -94,9 +101,10 @@ class KerasIoVAE(keras.Model):
         with tf.GradientTape() as tape:
             z_mean, z_log_var, z = self.encoder(data)
             reconstruction = self.decoder(z)
-            reconstruction_loss = ops.mean(
-                ops.sum(keras.losses.binary_crossentropy(data, reconstruction), axis=(1, 2))
-            )
+            # the example's images are [B, 28, 28, 1]: BCE over the channel axis, summed
+            # over the pixels; a trailing axis of 1 does the same for flat [B, 784] data
+            bce = keras.losses.binary_crossentropy(data[..., None], reconstruction[..., None])
+            reconstruction_loss = ops.mean(ops.sum(bce, axis=tuple(range(1, len(bce.shape)))))
             kl_loss = -0.5 * (1 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var))
             kl_loss = ops.mean(ops.sum(kl_loss, axis=1))
             total_loss = reconstruction_loss + kl_loss
@@ -112,9 +120,10 @@ class KerasIoVAE(keras.Model):
         }
 
 
-def build(architecture="dense", latent_dim=32):
-    """A compiled keras.io-style VAE ("dense" or "conv"), Adam(1e-3), default compile."""
+def build(architecture="dense", latent_dim=32, input_shape=(28, 28, 1)):
+    """A compiled keras.io-style VAE ("dense" or "conv"), Adam(1e-3), default compile,
+    for inputs of `input_shape` (the dense one also takes flat `(784,)`)."""
     pair = dense_encoder_decoder if architecture == "dense" else conv_encoder_decoder
-    model = KerasIoVAE(*pair(latent_dim=latent_dim))
+    model = KerasIoVAE(*pair(latent_dim=latent_dim, input_shape=tuple(input_shape)))
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     return model
