@@ -8,6 +8,10 @@ quick edit loop. `family_case.py` holds the shared checks every model family pas
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Two pytest workers share the machine's cores: one TensorFlow thread each (and in the
+# processes they start) instead of pools sized to every core, which oversubscribe them.
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
@@ -34,3 +38,9 @@ def assert_same_outputs(a, b, x, atol=1e-6):
     np.testing.assert_allclose(a.encode(x).mean(), b.encode(x).mean(), atol=atol)
     np.testing.assert_allclose(a.encode(x).stddev(), b.encode(x).stddev(), atol=atol)
     np.testing.assert_allclose(a.decode(z).mean(), b.decode(z).mean(), atol=atol)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `slow` first (stable order otherwise): the pytest workers start on
+    the long subprocess tests, and the short ones fill the end of the run."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
