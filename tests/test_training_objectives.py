@@ -185,9 +185,12 @@ def test_piwae_routes_miwae_to_the_encoder_and_iwae_to_the_generative_model():
     routed = gradients(lambda: piwae.terms(model, (x,), tf.constant(1.0), seed=SEED)["surrogate"])
     miwae, iwae = gradients(lambda: reference(2)), gradients(lambda: reference(1))
     n = len(encoder)
+    differs = []
     for got, want, other in zip(routed, miwae[:n] + iwae[n:], iwae[:n] + miwae[n:]):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
-        assert not np.allclose(want, other, rtol=1e-3, atol=1e-6)  # the routing matters
+        differs.append(not np.allclose(want, other, rtol=1e-3, atol=1e-6))
+    # The routing matters on both sides (a variable's two gradients can be close).
+    assert any(differs[:n]) and any(differs[n:])
     # Its value, like the reported loss, is −IWAE(M·K).
     np.testing.assert_allclose(terms["surrogate"], reference(1), rtol=1e-5)
     np.testing.assert_allclose(terms["loss"], reference(1), rtol=1e-5)
