@@ -41,22 +41,6 @@ def assert_same_outputs(a, b, x, atol=1e-6):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Each pytest worker starts on its share of the `slow` tests.
-
-    pytest-xdist's `worksteal` hands worker k the k-th contiguous slice of the
-    collection and lets idle workers steal from the end of others' queues: so each slice
-    gets every n-th slow test at its start (in collection order), followed by short
-    tests, which fill the end of the run.
-    """
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    slow = [item for item in items if item.get_closest_marker("slow")]
-    fast = [item for item in items if not item.get_closest_marker("slow")]
-    ordered, remaining = [], len(items)
-    for worker in range(workers):
-        size = remaining // (workers - worker)  # as worksteal splits the collection
-        part = slow[worker::workers]
-        part += fast[:max(0, size - len(part))]
-        fast = fast[len(part) - len(slow[worker::workers]):]
-        ordered += part
-        remaining -= len(part)
-    items[:] = ordered + fast
+    """Tests marked `slow` first (stable order otherwise): the long subprocess tests
+    start early, and the short ones fill the end of the run."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -201,3 +201,17 @@ def test_best_model_checkpoint_refuses_nan_weights(tmp_path):
         model.fit(X, batch_size=4, epochs=1, verbose=0, callbacks=[_Poison(1), best])
     assert (tmp_path / "best.keras").stat().st_mtime_ns == written
     assert not checkpointing.nonfinite_variables(keras.models.load_model(tmp_path / "best.keras"))
+
+
+def test_nonfinite_slots_of_an_auxiliary_optimizer_are_found():
+    """FactorVAE's discriminator has its own optimizer: its slots are checked too."""
+    from vae_zoo.models.factor import FactorVAE
+
+    model = FactorVAE(**{**FactorVAE.example_arguments, "seed": 0})
+    model.compile(optimizer="adam", jit_compile=False, steps_per_execution=1)
+    x = (np.random.default_rng(0).random((8, 8, 8, 1)) > 0.5).astype("float32")
+    model.fit(x, batch_size=8, verbose=0)
+    assert not checkpointing.nonfinite_variables(model)
+    slot = model.discriminator_optimizer.variables[-1]
+    slot.assign(np.full(slot.shape, np.nan, "float32"))
+    assert checkpointing.nonfinite_variables(model) == [slot.path]

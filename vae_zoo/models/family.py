@@ -72,7 +72,9 @@ class Family(VAE):
 
     - beta: float >= 0, or a `vae_zoo.schedules.BetaSchedule` (see `VAE`);
     - analytic_kl: the closed-form KL when TFP registers one;
-    - objective, num_samples: "elbo", or "iwae" with K = num_samples;
+    - objective, num_samples: a name or spec of
+      `vae_zoo.models.training_objectives.OBJECTIVES` ("elbo", "iwae" with K =
+      num_samples, "beta_tc", ...);
     - seed: int or None, seeds the model's noise;
     - and Keras' layer arguments (name, ...).
 

@@ -200,10 +200,15 @@ class FileLock:
 
 
 def nonfinite_variables(model) -> list[str]:
-    """Paths of the model's weights and optimizer slots holding NaN or infinity."""
+    """Paths of the model's weights and optimizer slots (also those of the optimizers
+    of a family's auxiliary parts, e.g. FactorVAE's discriminator) holding NaN or
+    infinity."""
     variables = list(model.weights)
-    if getattr(model, "optimizer", None) is not None and model.optimizer.built:
-        variables += list(model.optimizer.variables)
+    names = ["optimizer"] + [f"{name}_optimizer" for name in
+                             getattr(model, "auxiliary_parts", dict)()]
+    for optimizer in (getattr(model, name, None) for name in names):
+        if optimizer is not None and optimizer.built:
+            variables += list(optimizer.variables)
     return [v.path for v in variables if not np.all(np.isfinite(np.asarray(v)))]
 
 
