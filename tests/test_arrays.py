@@ -109,3 +109,11 @@ def test_the_compiled_step_is_traced_in_the_first_epochs_only():
 
     model.fit(x, batch_size=16, epochs=4, verbose=0, callbacks=[Record()])  # 5 steps, last 6
     assert per_epoch[0] >= 1 and per_epoch[1:] == [per_epoch[0]] * 3
+
+
+def test_arrays_of_different_lengths_are_one_line_error():
+    model = tiny_dense()
+    model.compile(optimizer="adam", jit_compile=False, steps_per_execution=1)
+    with pytest.raises(ValueError, match=r"^x and y must have the same number of examples, "
+                                         r"got 16 and 5$"):
+        model.fit(binary_data(16), np.zeros(5), verbose=0)

@@ -55,7 +55,11 @@ def array_dataset(arrays, batch_size, shuffle):
         iteration, with a known number of batches.
     """
     tensors = tuple(_as_tensor(a) for a in arrays)
-    count = int(tensors[0].shape[0])
+    counts = [int(t.shape[0]) if t.shape.rank else None for t in tensors]
+    if None in counts or len(set(counts)) > 1:
+        raise ValueError(f"x and y must have the same number of examples, got "
+                         f"{' and '.join(str(c) for c in counts)}")
+    count = counts[0]
     batch_size = int(batch_size)
 
     def permutation(seed):
