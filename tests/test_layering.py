@@ -17,7 +17,7 @@ import vae_zoo
 PACKAGE = Path(vae_zoo.__file__).parent
 
 # Layer of each module, by its dotted name's prefix; utilities may be used by anyone.
-UTILITIES = ("vae_zoo", "vae_zoo._quiet", "vae_zoo.registry", "vae_zoo.__main__")
+UTILITIES = ("vae_zoo", "vae_zoo._quiet", "vae_zoo.registry", "vae_zoo.positions", "vae_zoo.__main__")
 LAYERS = {
     "core": ("vae_zoo.distributions", "vae_zoo.heads", "vae_zoo.networks",
              "vae_zoo.objectives", "vae_zoo.aggregate_posterior", "vae_zoo.schedules",

@@ -339,7 +339,7 @@ class DSprites:
         """
         import tensorflow as tf
 
-        from vae_zoo.data.pipeline import positions
+        from vae_zoo.positions import positions
 
         size = image_size or self.image_size
         index = tf.constant(self.split_indices(split))

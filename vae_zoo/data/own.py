@@ -223,7 +223,8 @@ def folder_examples(path: Path, split, *, with_labels, image_size, shuffle, seed
     `static_seed`: binarize each image with a draw fixed by its file's index."""
     import tensorflow as tf
 
-    from vae_zoo.data.pipeline import crop_resize_image, positions, static_binarize_example
+    from vae_zoo.data.pipeline import crop_resize_image, static_binarize_example
+    from vae_zoo.positions import positions
 
     folder = scan_folder(path, need_size=image_size is None)
     indices = split_indices(len(folder.files), split, str(path))

@@ -105,22 +105,6 @@ def make_dataset(
     )
 
 
-def positions(count, *, shuffle=False, seed=None):
-    """A `tf.data.Dataset` of the int64 positions 0..count-1: in order, or (`shuffle`)
-    in a fresh permutation on every pass, drawn from `seed` (8 bytes a position, where a
-    shuffle buffer would hold whole examples or file names)."""
-    if not (shuffle and count):
-        return tf.data.Dataset.range(count)
-
-    def permutation(pass_seed):
-        order = tf.random.experimental.stateless_shuffle(
-            tf.range(count, dtype=tf.int64), seed=tf.stack([pass_seed, 0]))
-        return tf.data.Dataset.from_tensor_slices(order)
-
-    passes = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
-    return passes.flat_map(permutation)
-
-
 def first_examples(ds, limit):
     """First `limit` examples of a dataset as numpy arrays `(x, y)`; y is None for a
     dataset without labels."""

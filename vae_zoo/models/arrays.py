@@ -25,6 +25,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from vae_zoo.positions import positions
+
 # Keras' default batch size for arrays.
 DEFAULT_BATCH_SIZE = 32
 PREFETCH_BATCHES = 2
@@ -61,20 +63,7 @@ def array_dataset(arrays, batch_size, shuffle):
                          f"{' and '.join(str(c) for c in counts)}")
     count = counts[0]
     batch_size = int(batch_size)
-
-    def permutation(seed):
-        keys = tf.random.stateless_uniform([count], seed=tf.stack([seed, tf.constant(0, tf.int64)]))
-        return tf.argsort(keys, stable=True)
-
-    if shuffle:
-        # A new seed at every iteration (every epoch), reproducible under a global seed
-        # (`keras.utils.set_random_seed`); a plain random op here would repeat its first
-        # order every epoch once a global seed is set.
-        orders = tf.data.Dataset.random(rerandomize_each_iteration=True).take(1).map(permutation)
-    else:
-        orders = tf.data.Dataset.from_tensors(tf.range(count))
-    batches = orders.flat_map(
-        lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size))
+    batches = positions(count, shuffle=shuffle).batch(batch_size)
     # The arrays enter the pipeline once, as one element repeated beside the batches.
     held = tf.data.Dataset.from_tensors(tensors).repeat()
 
