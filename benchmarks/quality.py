@@ -11,7 +11,16 @@ ELBO on the 1,000 test digits (binarized with the same fixed generator):
 - mixture_prior: a learned mixture of 10 Gaussians as p(z);
 - kl_annealing: the ELBO with β rising linearly from 0 to 1 over the first 10 epochs;
 - iwae_k50_annealed: both, the K = 50 importance-weighted bound with the same β warm-up
-  (β weighs log p(z) − log q(z|x) inside each importance weight).
+  (β weighs log p(z) − log q(z|x) inside each importance weight);
+- vamp_prior: the VampPrior (Tomczak & Welling 2018), p(z) the mixture of q(z|u_k) over
+  500 learned pseudo-inputs (the mnist_vamp recipe's model);
+- iaf: an inverse autoregressive flow posterior (Kingma et al. 2016), two steps of a
+  MADE of 320-320 units with a context of 32 (the mnist_iaf recipe's model);
+- hierarchical: the 2-layer Ladder VAE, z1 32 / z2 16, the same 512-256 trunk and
+  128-unit ladder steps (the mnist_hierarchical recipe's model);
+- vamp_prior_annealed, iaf_annealed, hierarchical_annealed: the same three with the KL
+  warm-up of kl_annealing, as their recipes train them; their gain is also reported
+  over kl_annealing, the vanilla model with the same warm-up.
 
 All configurations see the same data in the same order (tf.data reshuffled every epoch
 from one seed) and train for the same number of epochs.
@@ -39,7 +48,12 @@ import vae_zoo  # noqa: E402
 from vae_zoo import data, evaluate  # noqa: E402
 from vae_zoo.training.callbacks import KLAnnealing  # noqa: E402
 from vae_zoo.models import DenseVAE  # noqa: E402
+from vae_zoo.models.hierarchical import HierarchicalVAE  # noqa: E402
 
+VAMP = {"prior": {"name": "vamp", "num_components": 500}}
+IAF = {"posterior": {"name": "iaf", "num_steps": 2, "hidden_units": [320, 320],
+                     "context_size": 32}}
+HIERARCHICAL = {"family": HierarchicalVAE, "latent_dims": (32, 16), "ladder_units": (128,)}
 CONFIGS = {
     "vanilla": {},
     "iwae_k5": {"objective": "iwae", "num_samples": 5},
@@ -47,8 +61,16 @@ CONFIGS = {
     "mixture_prior": {"prior": {"name": "mixture_of_gaussians", "num_components": 10}},
     "kl_annealing": {},
     "iwae_k50_annealed": {"objective": "iwae", "num_samples": 50},
+    "vamp_prior": VAMP,
+    "iaf": IAF,
+    "hierarchical": HIERARCHICAL,
+    "vamp_prior_annealed": VAMP,
+    "iaf_annealed": IAF,
+    "hierarchical_annealed": HIERARCHICAL,
 }
-ANNEALED = ("kl_annealing", "iwae_k50_annealed")  # β rises linearly from 0 over 10 epochs
+# β rises linearly from 0 over 10 epochs
+ANNEALED = ("kl_annealing", "iwae_k50_annealed", "vamp_prior_annealed", "iaf_annealed",
+            "hierarchical_annealed")
 
 
 def binarized_mnist(seed=0):
@@ -61,7 +83,11 @@ def binarized_mnist(seed=0):
 
 def run(name, x_train, x_test, epochs, eval_samples, seed):
     keras.utils.set_random_seed(seed)
-    model = DenseVAE((28, 28, 1), latent_dim=32, hidden_units=(512, 256), seed=seed, **CONFIGS[name])
+    config = dict(CONFIGS[name])
+    family = config.pop("family", DenseVAE)
+    if family is DenseVAE:
+        config["latent_dim"] = 32
+    model = family((28, 28, 1), hidden_units=(512, 256), seed=seed, **config)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     callbacks = [KLAnnealing("linear", warmup_epochs=min(10, epochs))] if name in ANNEALED else []
     train = data.make_dataset(x_train, batch_size=128, shuffle=True, seed=seed)
@@ -92,6 +118,8 @@ def summarize_seeds(results):
         runs = [seed_results[name] for seed_results in by_seed.values() if name in seed_results]
         values = [r["test_log_likelihood"] for r in runs]
         gains = [r["gain_over_vanilla"] for r in runs if "gain_over_vanilla" in r]
+        annealed_gains = [r["gain_over_kl_annealing"] for r in runs
+                          if "gain_over_kl_annealing" in r]
         summary[name] = {
             "seeds": [r["seed"] for r in runs],
             "mean_log_likelihood": round(sum(values) / len(values), 2),
@@ -101,6 +129,11 @@ def summarize_seeds(results):
         if gains:
             summary[name].update(mean_gain=round(sum(gains) / len(gains), 2),
                                  min_gain=min(gains), max_gain=max(gains))
+        if annealed_gains:
+            summary[name].update(
+                mean_gain_over_kl_annealing=round(sum(annealed_gains) / len(annealed_gains), 2),
+                min_gain_over_kl_annealing=min(annealed_gains),
+                max_gain_over_kl_annealing=max(annealed_gains))
     return summary
 
 
@@ -111,7 +144,9 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[0],
                         help="one run of every configuration per seed (binarization, "
                              "initialization, data order and noise)")
-    parser.add_argument("--only", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
+    parser.add_argument("--only", nargs="+", choices=list(CONFIGS), default=list(CONFIGS),
+                        help="the configurations to run (vanilla, and kl_annealing for the "
+                             "annealed ones, give the gains)")
     parser.add_argument("--limit", type=int, default=None,
                         help="use only the first N train and N test digits (a smoke run)")
     args = parser.parse_args(argv)
@@ -126,22 +161,27 @@ def main(argv=None):
         for name in args.only:
             r = dict(run(name, x_train, x_test, args.epochs, args.eval_samples, seed), seed=seed)
             seed_results.append(r)
-            print(f"seed {seed}  {name:>17}  IW log p(x) {r['test_log_likelihood']:8.2f}  "
+            print(f"seed {seed}  {name:>21}  IW log p(x) {r['test_log_likelihood']:8.2f}  "
                   f"ELBO {r['test_elbo']:8.2f}  KL {r['test_kl']:6.2f}  "
                   f"active {r['active_units']:2d}  train {r['train_seconds']:6.1f} s",
                   file=sys.stderr, flush=True)
-        vanilla = next((r for r in seed_results if r["config"] == "vanilla"), None)
-        if vanilla:
-            for r in seed_results:
-                r["gain_over_vanilla"] = round(
-                    r["test_log_likelihood"] - vanilla["test_log_likelihood"], 2)
+        by_name = {r["config"]: r for r in seed_results}
+        for r in seed_results:
+            for baseline in ("vanilla", "kl_annealing"):
+                if baseline in by_name and (baseline == "vanilla" or r["config"] in ANNEALED):
+                    r[f"gain_over_{baseline}"] = round(
+                        r["test_log_likelihood"] - by_name[baseline]["test_log_likelihood"], 2)
         results += seed_results
     summary = summarize_seeds(results)
     if len(args.seeds) > 1:
         for name, s in summary.items():
             gain = (f"  gain over vanilla {s['mean_gain']:+.2f} (from {s['min_gain']:+.2f} "
                     f"to {s['max_gain']:+.2f})") if "mean_gain" in s else ""
-            print(f"mean of {len(s['seeds'])} seeds  {name:>17}  IW log p(x) "
+            if "mean_gain_over_kl_annealing" in s:
+                gain += (f", over kl_annealing {s['mean_gain_over_kl_annealing']:+.2f} (from "
+                         f"{s['min_gain_over_kl_annealing']:+.2f} to "
+                         f"{s['max_gain_over_kl_annealing']:+.2f})")
+            print(f"mean of {len(s['seeds'])} seeds  {name:>21}  IW log p(x) "
                   f"{s['mean_log_likelihood']:8.2f}{gain}", file=sys.stderr)
     print(json.dumps({
         "benchmark": "quality",

@@ -34,7 +34,7 @@ def test_quality_binarization_is_fixed_by_the_seed(quality):
     assert (a_train == b_train).all() and (a_train != c_train).any()
 
 
-@pytest.mark.parametrize("name", ["mixture_prior", "iwae_k50_annealed"])
+@pytest.mark.parametrize("name", ["hierarchical_annealed", "iwae_k50_annealed"])
 def test_quality_configuration_runs(quality, name):
     x_train, x_test = quality.binarized_mnist(0)
     result = quality.run(name, x_train[:256], x_test[:32], epochs=1, eval_samples=4, seed=0)
@@ -68,6 +68,16 @@ def test_quality_summary_over_seeds(quality):
         "seeds": [0, 1], "mean_log_likelihood": -104.5, "min_log_likelihood": -104.5,
         "max_log_likelihood": -104.5, "mean_gain": 2.0, "min_gain": 1.5, "max_gain": 2.5,
     }
+    # an annealed model's gain over kl_annealing, the vanilla model with the same warm-up
+    results = [
+        {"config": "iaf_annealed", "seed": 0, "test_log_likelihood": -104.0,
+         "gain_over_vanilla": 3.0, "gain_over_kl_annealing": 1.0},
+        {"config": "iaf_annealed", "seed": 1, "test_log_likelihood": -105.0,
+         "gain_over_vanilla": 1.0, "gain_over_kl_annealing": -0.5},
+    ]
+    summary = quality.summarize_seeds(results)["iaf_annealed"]
+    assert (summary["mean_gain_over_kl_annealing"], summary["min_gain_over_kl_annealing"],
+            summary["max_gain_over_kl_annealing"]) == (0.25, -0.5, 1.0)
 
 
 def test_quality_main_over_two_seeds(quality, capsys, monkeypatch):
