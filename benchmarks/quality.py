@@ -81,7 +81,10 @@ def binarized_mnist(seed=0):
     return draw(arrays["x_train"]), draw(arrays["x_test"])
 
 
-def run(name, x_train, x_test, epochs, eval_samples, seed):
+def run(name, x_train, x_test, epochs, eval_samples, seed, train_eval=0):
+    """Train configuration `name` and score it on the test digits (and, with
+    `train_eval` > 0, on the first `train_eval` training digits: the generalization
+    gap)."""
     keras.utils.set_random_seed(seed)
     config = dict(CONFIGS[name])
     family = config.pop("family", DenseVAE)
@@ -96,7 +99,7 @@ def run(name, x_train, x_test, epochs, eval_samples, seed):
     train_seconds = time.perf_counter() - start
     start = time.perf_counter()
     summary = evaluate.summarize(model, x_test, num_samples=eval_samples, seed=seed)
-    return {
+    result = {
         "config": name,
         "test_log_likelihood": round(summary["log_likelihood"], 2),
         "test_elbo": round(summary["elbo"], 2),
@@ -105,6 +108,13 @@ def run(name, x_train, x_test, epochs, eval_samples, seed):
         "train_seconds": round(train_seconds, 1),
         "eval_seconds": round(time.perf_counter() - start, 1),
     }
+    if train_eval:
+        seen = evaluate.summarize(model, x_train[:train_eval], num_samples=eval_samples,
+                                  seed=seed)
+        gap = seen["log_likelihood"] - summary["log_likelihood"]
+        result.update(train_log_likelihood=round(seen["log_likelihood"], 2),
+                      train_elbo=round(seen["elbo"], 2), generalization_gap=round(gap, 2))
+    return result
 
 
 def summarize_seeds(results):
@@ -147,11 +157,16 @@ def main(argv=None):
     parser.add_argument("--only", nargs="+", choices=list(CONFIGS), default=list(CONFIGS),
                         help="the configurations to run (vanilla, and kl_annealing for the "
                              "annealed ones, give the gains)")
+    parser.add_argument("--train-eval", type=int, default=0, metavar="N",
+                        help="also score the first N training digits (IW log p(x), ELBO) "
+                             "and report the train − test gap")
     parser.add_argument("--limit", type=int, default=None,
                         help="use only the first N train and N test digits (a smoke run)")
     args = parser.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         parser.error("--limit must be >= 1")
+    if args.train_eval < 0:
+        parser.error("--train-eval must be >= 0")
 
     results = []
     for seed in args.seeds:
@@ -159,11 +174,14 @@ def main(argv=None):
         x_train, x_test = x_train[: args.limit], x_test[: args.limit]
         seed_results = []
         for name in args.only:
-            r = dict(run(name, x_train, x_test, args.epochs, args.eval_samples, seed), seed=seed)
+            r = dict(run(name, x_train, x_test, args.epochs, args.eval_samples, seed,
+                         args.train_eval), seed=seed)
             seed_results.append(r)
             print(f"seed {seed}  {name:>21}  IW log p(x) {r['test_log_likelihood']:8.2f}  "
                   f"ELBO {r['test_elbo']:8.2f}  KL {r['test_kl']:6.2f}  "
-                  f"active {r['active_units']:2d}  train {r['train_seconds']:6.1f} s",
+                  f"active {r['active_units']:2d}  train {r['train_seconds']:6.1f} s"
+                  + (f"  train IW log p(x) {r['train_log_likelihood']:8.2f}"
+                     if "train_log_likelihood" in r else ""),
                   file=sys.stderr, flush=True)
         by_name = {r["config"]: r for r in seed_results}
         for r in seed_results:
@@ -191,6 +209,7 @@ def main(argv=None):
         "batch_size": 128,
         "train_examples": int(len(x_train)),
         "eval_samples": args.eval_samples,
+        "train_eval_examples": args.train_eval,
         "test_examples": int(len(x_test)),
         "seeds": args.seeds,
         "results": results,

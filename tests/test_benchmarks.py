@@ -37,8 +37,11 @@ def test_quality_binarization_is_fixed_by_the_seed(quality):
 @pytest.mark.parametrize("name", ["hierarchical_annealed", "iwae_k50_annealed"])
 def test_quality_configuration_runs(quality, name):
     x_train, x_test = quality.binarized_mnist(0)
-    result = quality.run(name, x_train[:256], x_test[:32], epochs=1, eval_samples=4, seed=0)
+    result = quality.run(name, x_train[:256], x_test[:32], epochs=1, eval_samples=4, seed=0,
+                         train_eval=16)
     assert result["config"] == name
+    assert result["generalization_gap"] == pytest.approx(
+        result["train_log_likelihood"] - result["test_log_likelihood"], abs=0.011)
     assert math.isfinite(result["test_log_likelihood"]) and result["test_log_likelihood"] < 0
     # the IW bound with K samples is at least the ELBO, up to Monte-Carlo noise
     assert result["test_log_likelihood"] >= result["test_elbo"] - 1.0
