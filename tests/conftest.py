@@ -2,7 +2,8 @@
 
 Tests marked `slow` (subprocesses, notebooks, multi-device and end-to-end runs) run in
 README's test command with the rest; `pytest -m "not slow"` leaves them out for a
-quick edit loop. `family_case.py` holds the shared checks every model family passes.
+quick edit loop. Models compiled with the default `jit_compile="auto"` get the plain
+step unless the test is marked `xla` (see `_plain_step_unless_marked_xla`). `family_case.py` holds the shared checks every model family passes.
 """
 
 import os
@@ -14,6 +15,23 @@ os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _plain_step_unless_marked_xla(request, monkeypatch):
+    """`compile(jit_compile="auto")` gives the plain step, except in tests marked `xla`.
+
+    XLA's compilation is most of what a tiny model's `fit` costs (about 40 % of the
+    suite's CPU time). The compiled step is tested where it is the point: test_fast_path
+    (XLA against the plain step), the shared checks of every family (test_matrix), the
+    families' own default-path tests and the trace counts of test_arrays, all marked
+    `xla`. Processes the tests start keep the package's default.
+    """
+    if request.node.get_closest_marker("xla") is None:
+        from vae_zoo.models import base
+
+        monkeypatch.setattr(base, "AUTO_JIT_COMPILE", False)
 
 
 def binary_data(n=16, shape=(6,), seed=0):

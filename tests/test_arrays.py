@@ -87,6 +87,7 @@ def test_validation_split_leaving_nothing_is_one_line_error():
         model.fit(binary_data(16), validation_split=0.99, verbose=0)
 
 
+@pytest.mark.xla
 def test_the_compiled_step_is_traced_in_the_first_epochs_only():
     """Numpy input with a partial last batch and more steps per call than steps per
     epoch (the case of the second-epoch stall): the training step is traced in the

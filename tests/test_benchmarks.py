@@ -35,17 +35,26 @@ def test_quality_binarization_is_fixed_by_the_seed(quality):
 
 
 @pytest.mark.parametrize("name", ["hierarchical_annealed", "iwae_k50_annealed"])
-def test_quality_configuration_runs(quality, name):
+def test_quality_configuration_runs(quality, name, monkeypatch):
+    annealed = []
+    original = quality.KLAnnealing
+
+    def spy(*args, **kwargs):
+        annealed.append(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(quality, "KLAnnealing", spy)
     x_train, x_test = quality.binarized_mnist(0)
     result = quality.run(name, x_train[:256], x_test[:32], epochs=1, eval_samples=4, seed=0,
                          train_eval=16)
     assert result["config"] == name
-    assert result["generalization_gap"] == pytest.approx(
-        result["train_log_likelihood"] - result["test_log_likelihood"], abs=0.011)
+    assert annealed == [{"warmup_epochs": 1}]  # the warm-up capped at the run's epochs
     assert math.isfinite(result["test_log_likelihood"]) and result["test_log_likelihood"] < 0
     # the IW bound with K samples is at least the ELBO, up to Monte-Carlo noise
     assert result["test_log_likelihood"] >= result["test_elbo"] - 1.0
     assert 0 <= result["active_units"] <= 32
+    assert result["generalization_gap"] == pytest.approx(
+        result["train_log_likelihood"] - result["test_log_likelihood"], abs=0.011)
 
 
 def test_gradient_variance_benchmark_small(capsys):
@@ -84,25 +93,32 @@ def test_quality_summary_over_seeds(quality):
 
 
 def test_quality_main_over_two_seeds(quality, capsys, monkeypatch):
-    annealed = []
-    original = quality.KLAnnealing
+    """main's bookkeeping over seeds (each configuration's own run is tested above)."""
+    calls = []
 
-    def spy(*args, **kwargs):
-        annealed.append(kwargs)
-        return original(*args, **kwargs)
+    def run(name, x_train, x_test, epochs, eval_samples, seed, train_eval=0):
+        calls.append((name, len(x_train), len(x_test), epochs, eval_samples, seed, train_eval))
+        value = -100.0 - seed - {"vanilla": 2.0, "kl_annealing": 1.0, "iaf_annealed": 0.5}[name]
+        return {"config": name, "test_log_likelihood": value, "test_elbo": value - 5,
+                "test_kl": 20.0, "active_units": 32, "train_seconds": 1.0}
 
-    monkeypatch.setattr(quality, "KLAnnealing", spy)
+    monkeypatch.setattr(quality, "run", run)
     quality.main(["--epochs", "1", "--eval-samples", "2", "--seeds", "0", "1", "--limit", "256",
-                  "--only", "vanilla", "kl_annealing"])
+                  "--only", "vanilla", "kl_annealing", "iaf_annealed"])
     captured = capsys.readouterr()
     report = json.loads(captured.out.strip().splitlines()[-1])
-    assert report["seeds"] == [0, 1] and len(report["results"]) == 4
+    assert calls == [(name, 256, 256, 1, 2, seed, 0) for seed in (0, 1)
+                     for name in ("vanilla", "kl_annealing", "iaf_annealed")]
+    assert report["seeds"] == [0, 1] and len(report["results"]) == 6
     assert report["train_examples"] == 256 and report["test_examples"] == 256
-    assert [r["seed"] for r in report["results"]] == [0, 0, 1, 1]
-    assert report["summary"]["vanilla"]["mean_gain"] == 0.0
-    assert set(report["summary"]) == {"vanilla", "kl_annealing"}
-    assert "mean of 2 seeds" in captured.err
-    assert annealed == [{"warmup_epochs": 1}] * 2  # kl_annealing only, warm-up capped at the run
+    assert [r["seed"] for r in report["results"]] == [0, 0, 0, 1, 1, 1]
+    summary = report["summary"]
+    assert summary["vanilla"]["mean_gain"] == 0.0 and "mean_gain_over_kl_annealing" not in (
+        summary["vanilla"])
+    assert summary["iaf_annealed"]["mean_gain"] == 1.5
+    assert summary["iaf_annealed"]["mean_gain_over_kl_annealing"] == 0.5
+    assert set(summary) == {"vanilla", "kl_annealing", "iaf_annealed"}
+    assert "mean of 2 seeds" in captured.err and "over kl_annealing +0.50" in captured.err
 
 
 def _in_process_run(module_of):

@@ -17,6 +17,9 @@ from vae_zoo import evaluate, heads, recipes
 from vae_zoo.models import ConditionalVAE
 from vae_zoo.models.base import AUTO_STEPS_PER_EXECUTION
 
+# About the compiled step: compile's jit_compile="auto" keeps XLA here (see conftest).
+pytestmark = pytest.mark.xla
+
 
 def _train(model, x, jit_compile, steps_per_execution, y=None):
     keras.utils.set_random_seed(0)  # the same initial weights for every call

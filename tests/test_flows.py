@@ -192,6 +192,7 @@ def _iaf_inverse(head, params, z):
     return z.astype(np.float32)
 
 
+@pytest.mark.xla
 def test_trains_on_the_default_compiled_path():
     model = DenseVAE((4, 4, 1), D, hidden_units=(8,), seed=0,
                      posterior={"name": "iaf", "num_steps": 1, "hidden_units": [8],

@@ -195,6 +195,7 @@ def test_ancestral_samples_have_the_propagated_moments():
 # ------------------------------------------------------------------ training and saving
 
 
+@pytest.mark.xla
 def test_conv_body_trains_on_the_default_path_and_round_trips(tmp_path):
     """One compiled (XLA, several steps per call) fit step reports the KL of each layer,
     summing to "kl"; the conv model then passes the shared API and saving checks."""

@@ -87,6 +87,7 @@ def test_condition_vectors_must_be_finite_and_one_per_example():
         tiny_cvae().encode(X, np.full((4, 3), np.inf, np.float32))  # one-hot rows
 
 
+@pytest.mark.xla
 def test_graph_checks_run_whatever_the_models_xla_setting():
     """In a plain graph the checks are assertions, also for a model compiled with XLA
     (its steps are checked before they run); under XLA they are dropped, and the

@@ -55,6 +55,7 @@ def _build_example(family, **kwargs):
     return cls(**{**cls.example_arguments, "seed": 0, **kwargs})
 
 
+@pytest.mark.xla
 @pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_registered_family_passes_the_shared_checks(family, tmp_path):

@@ -33,6 +33,10 @@ METRIC_NAMES = ("loss", "elbo", "reconstruction", "kl", "beta")
 # Training steps per call of the compiled train function when `compile` is left at
 # steps_per_execution="auto" (one tf.while_loop runs them; more gains little).
 AUTO_STEPS_PER_EXECUTION = 32
+# Whether `compile`'s jit_compile="auto" compiles the step with XLA (off a tf.distribute
+# strategy). The test suite sets it to False where the XLA step is not what a test is
+# about (tests marked `xla` keep it): XLA's compilation takes most of a tiny model's fit.
+AUTO_JIT_COMPILE = True
 
 
 def _stateless_seed(seed):
@@ -385,7 +389,7 @@ class VAE(keras.Model):
         """
         distributed = self.built_under_strategy
         if jit_compile == "auto":
-            jit_compile = not distributed
+            jit_compile = AUTO_JIT_COMPILE and not distributed
         if steps_per_execution == "auto":
             steps_per_execution = 1 if distributed else AUTO_STEPS_PER_EXECUTION
         super().compile(optimizer=optimizer, jit_compile=jit_compile,
