@@ -22,8 +22,8 @@ import pytest  # noqa: E402
 def _plain_step_unless_marked_xla(request, monkeypatch):
     """`compile(jit_compile="auto")` gives the plain step, except in tests marked `xla`.
 
-    XLA's compilation is most of what a tiny model's `fit` costs (about 40 % of the
-    suite's CPU time). The compiled step is tested where it is the point: test_fast_path
+    XLA's compilation is most of what a tiny model's `fit` costs: it took about 40 % of
+    the CPU time of the family test files (test_models, test_conditional, ...). The compiled step is tested where it is the point: test_fast_path
     (XLA against the plain step), the shared checks of every family (test_matrix), the
     families' own default-path tests and the trace counts of test_arrays, all marked
     `xla`. Processes the tests start keep the package's default.
