@@ -3,7 +3,8 @@
 Tests marked `slow` (subprocesses, notebooks, multi-device and end-to-end runs) run in
 README's test command with the rest; `pytest -m "not slow"` leaves them out for a
 quick edit loop. Models compiled with the default `jit_compile="auto"` get the plain
-step unless the test is marked `xla` (see `_plain_step_unless_marked_xla`). `family_case.py` holds the shared checks every model family passes.
+step unless the test is marked `xla` (see `_plain_step_unless_marked_xla`).
+`family_case.py` holds the shared checks every model family passes.
 """
 
 import os
@@ -23,10 +24,11 @@ def _plain_step_unless_marked_xla(request, monkeypatch):
     """`compile(jit_compile="auto")` gives the plain step, except in tests marked `xla`.
 
     XLA's compilation is most of what a tiny model's `fit` costs: it took about 40 % of
-    the CPU time of the family test files (test_models, test_conditional, ...). The compiled step is tested where it is the point: test_fast_path
-    (XLA against the plain step), the shared checks of every family (test_matrix), the
-    families' own default-path tests and the trace counts of test_arrays, all marked
-    `xla`. Processes the tests start keep the package's default.
+    the CPU time of the family test files (test_models, test_conditional, ...). The
+    compiled step is tested where it is the point: test_fast_path (XLA against the
+    plain step), the shared checks of every family (test_matrix), the families' own
+    default-path tests and the trace counts of test_arrays, all marked `xla`.
+    Processes the tests start keep the package's default.
     """
     if request.node.get_closest_marker("xla") is None:
         from vae_zoo.models import base
