@@ -230,8 +230,6 @@ def test_signatures_have_fixed_specs_and_a_batch_dimension(exported, fresh):
     assert set(specs["dense"]["decode"]["outputs"]) == {"mean", "logits"}
 
 
-
-
 def test_bad_requests_fail_in_the_exported_graph(exported, fresh):
     """In a fresh process (only what the SavedModel holds), every signature refuses
     non-finite x or z, `log_likelihood` data outside the likelihood's support, and

@@ -436,6 +436,11 @@ class VAE(keras.Model):
         """
         return {}
 
+    def auxiliary_optimizers(self):
+        """`{name: optimizer}` of the auxiliary parts (the attributes `<name>_optimizer`
+        that `compile` sets; None before it)."""
+        return {name: getattr(self, f"{name}_optimizer", None) for name in self.auxiliary_parts()}
+
     def make_auxiliary_optimizer(self, name):
         """A new optimizer for the auxiliary part `name` (called by `compile`)."""
         raise NotImplementedError(f"{type(self).__name__} has no auxiliary part {name!r}")
@@ -519,6 +524,7 @@ class VAE(keras.Model):
         if self.beta_schedule is not None:
             self.beta.assign(self.beta_schedule(self.optimizer.iterations))
         parts = self.auxiliary_parts()
+        optimizers = self.auxiliary_optimizers()
         with tf.GradientTape(persistent=bool(parts)) as tape:
             terms = self.compute_terms(inputs, training=True)
             # Estimators whose gradient is not the gradient of the loss (score
@@ -529,7 +535,7 @@ class VAE(keras.Model):
                 loss += tf.add_n(self.losses) / replicas
             scaled = self.optimizer.scale_loss(loss)
             auxiliary = {
-                name: getattr(self, f"{name}_optimizer").scale_loss(
+                name: optimizers[name].scale_loss(
                     self._mean_over_global_batch(terms[f"{name}_loss"]))
                 for name in parts
             }
@@ -537,8 +543,7 @@ class VAE(keras.Model):
         self.optimizer.apply(tape.gradient(scaled, variables), variables)
         for name, part in parts.items():
             variables = part.trainable_variables
-            getattr(self, f"{name}_optimizer").apply(tape.gradient(auxiliary[name], variables),
-                                                     variables)
+            optimizers[name].apply(tape.gradient(auxiliary[name], variables), variables)
         return self._update_metrics(terms)
 
     def test_step(self, data):

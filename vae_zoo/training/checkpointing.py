@@ -204,9 +204,8 @@ def nonfinite_variables(model) -> list[str]:
     of a family's auxiliary parts, e.g. FactorVAE's discriminator) holding NaN or
     infinity."""
     variables = list(model.weights)
-    names = ["optimizer"] + [f"{name}_optimizer" for name in
-                             getattr(model, "auxiliary_parts", dict)()]
-    for optimizer in (getattr(model, name, None) for name in names):
+    auxiliary = getattr(model, "auxiliary_optimizers", dict)().values()
+    for optimizer in [getattr(model, "optimizer", None), *auxiliary]:
         if optimizer is not None and optimizer.built:
             variables += list(optimizer.variables)
     return [v.path for v in variables if not np.all(np.isfinite(np.asarray(v)))]
