@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from vae_zoo import evaluate
+from vae_zoo import evaluate, objectives
 from vae_zoo.models import DenseVAE
 
 N = 1024  # examples for the statistical properties: the model is tiny, this is cheap
@@ -82,6 +82,22 @@ def test_chunking_and_reproducibility(model, data):
     assert np.isfinite(whole).all() and whole.shape == (64,)
     other_seed = evaluate.log_likelihood(model, x, num_samples=1000, chunk_size=50, seed=4)
     assert not np.array_equal(chunked, other_seed)
+
+
+def test_one_graph_per_batch_gives_the_python_loops_numbers(model, data):
+    """A batch's chunks run in one `tf.while_loop` (one call per batch): the same bound
+    as the chunk-by-chunk Python loop (same seeds, same draws), and one trace for
+    every K, chunk size and seed at one batch shape."""
+    x = data[:21]
+    kwargs = dict(batch_size=7, chunk_size=30, seed=5)
+    graph = evaluate.log_likelihood(model, x, num_samples=100, **kwargs)
+    loop = objectives.iw_log_likelihood(model.log_importance_weights, x, 100,
+                                        model.likelihood_params_per_example, **kwargs)
+    np.testing.assert_allclose(graph, loop, rtol=1e-5, atol=1e-5)
+    traced = model.__dict__["_vae_zoo_eval_fns"]["iw_batch"]
+    before = traced.experimental_get_tracing_count()
+    evaluate.log_likelihood(model, x, num_samples=40, batch_size=7, chunk_size=9, seed=6)
+    assert traced.experimental_get_tracing_count() == before
 
 
 def test_batch_size_smaller_than_data(model, data):

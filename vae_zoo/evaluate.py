@@ -110,8 +110,8 @@ def log_likelihood(model, x, num_samples=1000, batch_size=None, chunk_size=None,
             a chunk is a few large matmuls, which TensorFlow's own (oneDNN) kernels
             run faster on CPU than XLA's (`benchmarks/eval_throughput.py`).
         verbose: 1 shows a progress bar with the time left (`keras.utils.Progbar`,
-            counting examples; a chunk of k of the K samples of a batch of B examples
-            counts B·k/K), 2 one line when done, 0 nothing.
+            counting examples, advanced after each batch), 2 one line when done, 0
+            nothing.
 
     Returns:
         numpy array `[N]`: log (1/K) Σ_k w_k for each example.
@@ -120,27 +120,61 @@ def log_likelihood(model, x, num_samples=1000, batch_size=None, chunk_size=None,
     x = _check_inputs(model, x, y)
     batch_size = _count("batch_size", batch_size, min(len(x), 100))
     chunk_size = None if chunk_size is None else _count("chunk_size", chunk_size)
-    log_weights_fn = _compiled(model, "log_weights", model.log_importance_weights, jit_compile)
+    if jit_compile:
+        # XLA needs static shapes: a batch's chunks run in a Python loop, each chunk a
+        # compiled call of its own size.
+        log_weights_fn = _compiled(model, "log_weights", model.log_importance_weights, True)
+
+        def batch_bound(xb, yb, k, chunk, seed, first_chunk):
+            return objectives.chunked_iw_bound(
+                lambda size, pair: log_weights_fn(xb, size, y=yb, seed=pair),
+                xb.shape[0], k, chunk, seed, first_chunk)
+    else:
+        batch_bound = _graph_batch_bound(model)
     if verbose:
-        log_weights_fn = _counted(log_weights_fn, len(x), num_samples, verbose)
+        batch_bound = _counted(batch_bound, len(x), num_samples, verbose)
     return objectives.iw_log_likelihood(
-        log_weights_fn, x, num_samples, model.likelihood_params_per_example, y=y,
-        batch_size=batch_size, chunk_size=chunk_size, seed=seed,
+        model.log_importance_weights, x, num_samples, model.likelihood_params_per_example,
+        y=y, batch_size=batch_size, chunk_size=chunk_size, seed=seed, batch_bound=batch_bound,
     )
 
 
-def _counted(log_weights_fn, examples, num_samples, verbose):
-    """`log_weights_fn` advancing a progress bar over `examples` by each chunk's share."""
+def _graph_batch_bound(model):
+    """One batch's `objectives.chunked_iw_bound` as one `tf.function` call (cached per
+    model): its chunks run in a `tf.while_loop`, without eager steps between them.
+
+    Counts and seeds are passed as int32 tensors, so the function is traced once per
+    batch shape, not once per K or seed. Same draws, same numbers as the Python loop.
+    """
+    cache = model.__dict__.setdefault("_vae_zoo_eval_fns", {})
+    if "iw_batch" not in cache:
+        def bound(xb, yb, k, chunk, seed, first_chunk):
+            return objectives.chunked_iw_bound(
+                lambda size, pair: model.log_importance_weights(xb, size, y=yb, seed=pair),
+                tf.shape(xb)[0], k, chunk, seed, first_chunk)
+
+        cache["iw_batch"] = tf.function(bound, reduce_retracing=True)
+    compiled = cache["iw_batch"]
+
+    def batch_bound(xb, yb, k, chunk, seed, first_chunk):
+        counts = (tf.constant(int(v), tf.int32) for v in (k, chunk, seed, first_chunk))
+        return compiled(xb, yb, *counts)
+
+    return batch_bound
+
+
+def _counted(batch_bound, examples, num_samples, verbose):
+    """`batch_bound` advancing a progress bar over `examples` by each batch's size."""
     print(f"importance-weighted log-likelihood, K = {num_samples}:", flush=True)
     bar = keras.utils.Progbar(examples, verbose=verbose, unit_name="example")
-    done = 0  # importance samples drawn, all examples together
+    done = 0
 
-    def counted(x, k, **kwargs):
+    def counted(xb, *args):
         nonlocal done
-        weights = log_weights_fn(x, k, **kwargs)
-        done += int(x.shape[0]) * int(k)
-        bar.update(done / num_samples)  # exactly `examples` after the last chunk
-        return weights
+        bound = batch_bound(xb, *args)
+        done += int(xb.shape[0])
+        bar.update(done)
+        return bound
 
     return counted
 

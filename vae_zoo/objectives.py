@@ -328,12 +328,13 @@ def chunked_iw_bound(log_weights_fn, batch_size, num_samples, chunk_size, seed, 
         lambda i, _: i * chunk < k,
         body,
         (tf.constant(0), tf.fill([batch_size], tf.constant(-np.inf, tf.float32))),
+        parallel_iterations=1,  # one chunk in memory at a time
     )
     return total - tf.cast(tf.math.log(tf.cast(k, tf.float64)), tf.float32)
 
 
 def iw_log_likelihood(log_weights_fn, x, num_samples, elements_per_example, y=None,
-                      batch_size=None, chunk_size=None, seed=0):
+                      batch_size=None, chunk_size=None, seed=0, batch_bound=None):
     """Per-example importance-weighted bound on log p(x) over a data set, numpy `[N]`.
 
     Batches of `batch_size` examples (default min(N, 100)); each batch's K samples in
@@ -345,6 +346,11 @@ def iw_log_likelihood(log_weights_fn, x, num_samples, elements_per_example, y=No
             `log_importance_weights`, possibly compiled).
         x: numpy `[N, ...]` float32; y: conditioning `[N, ...]` or None.
         elements_per_example: likelihood parameters decoded per example.
+        batch_bound: None, or `fn(xb, yb, num_samples, chunk_size, seed, first_chunk)
+            -> [B]` that computes one batch's `chunked_iw_bound` (with
+            `log_weights_fn`'s weights) in one call, e.g. a `tf.function` around it:
+            its chunks then run in one `tf.while_loop` instead of a Python loop with
+            eager steps between them.
     """
     batch_size = int(batch_size or min(len(x), 100))
     if chunk_size is None:
@@ -355,9 +361,12 @@ def iw_log_likelihood(log_weights_fn, x, num_samples, elements_per_example, y=No
     for b, start in enumerate(range(0, len(x), batch_size)):
         xb = tf.constant(x[start:start + batch_size])
         yb = None if y is None else y[start:start + batch_size]
-        bound = chunked_iw_bound(
-            lambda k, seed_pair: log_weights_fn(xb, k, y=yb, seed=seed_pair),
-            xb.shape[0], num_samples, chunk_size, seed, first_chunk=b * chunks,
-        )
+        if batch_bound is not None:
+            bound = batch_bound(xb, yb, num_samples, chunk_size, seed, b * chunks)
+        else:
+            bound = chunked_iw_bound(
+                lambda k, seed_pair: log_weights_fn(xb, k, y=yb, seed=seed_pair),
+                xb.shape[0], num_samples, chunk_size, seed, first_chunk=b * chunks,
+            )
         results.append(bound.numpy())
     return np.concatenate(results)
