@@ -60,6 +60,25 @@ def test_posterior_shapes_log_prob_and_mean(event_shape):
     np.testing.assert_allclose(q.stddev().numpy(), scale, rtol=1e-5)
 
 
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_posterior_draws_are_normal_and_reproducible(jit_compile):
+    """z = μ + σ·ε with ε ~ N(0, 1) (Kolmogorov–Smirnov against scipy), in a plain
+    graph and compiled by XLA (the head's `PhiloxNormal` names the algorithm TFP leaves
+    to "auto_select"); one seed, one draw; without XLA, TFP's own numbers."""
+    head = heads.DiagonalGaussianPosterior()
+    q = head(tf.constant([[0.5, -1.0, 0.3, 2.0]], tf.float32))  # μ = (0.5, −1), raw σ
+    draw = tf.function(lambda seed: q.sample(4000, seed=seed), jit_compile=jit_compile)
+    z = draw(tf.constant([3, 4])).numpy()[:, 0, :]
+    scale = _softplus(np.array([0.3, 2.0])) + 1e-4
+    for i, (loc, sigma) in enumerate(zip([0.5, -1.0], scale)):
+        assert stats.kstest(z[:, i], "norm", args=(loc, sigma)).pvalue > 1e-3
+    np.testing.assert_array_equal(draw(tf.constant([3, 4])).numpy()[:, 0, :], z)
+    assert not np.array_equal(draw(tf.constant([3, 5])).numpy()[:, 0, :], z)
+    if not jit_compile:
+        same = tfp.distributions.Normal(q.distribution.loc, q.distribution.scale)
+        np.testing.assert_array_equal(same.sample(4000, seed=[3, 4]).numpy()[:, 0, :], z)
+
+
 def test_posterior_scale_floor_holds():
     """σ = softplus(s) + floor, so σ == floor when s = −100 and log q stays finite."""
     head = heads.DiagonalGaussianPosterior(scale_floor=1e-3)

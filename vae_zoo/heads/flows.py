@@ -25,7 +25,12 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from vae_zoo import networks
-from vae_zoo.distributions import FlowDistribution, PlanarFlow, inverse_autoregressive_step
+from vae_zoo.distributions import (
+    FlowDistribution,
+    PhiloxNormal,
+    PlanarFlow,
+    inverse_autoregressive_step,
+)
 from vae_zoo.heads.base import POSTERIORS, DistributionHead, as_float32
 
 tfd = tfp.distributions
@@ -79,7 +84,7 @@ class FlowPosterior(DistributionHead):
         d = self.latent_dim(params.shape[-1])
         loc, raw_scale, extra = params[:, :d], params[:, d:2 * d], params[:, 2 * d:]
         base = tfd.Independent(
-            tfd.Normal(loc, tf.math.softplus(raw_scale) + self.scale_floor),
+            PhiloxNormal(loc, tf.math.softplus(raw_scale) + self.scale_floor),
             reinterpreted_batch_ndims=1,
         )
         return FlowDistribution(base, self.flow(extra, d))  # batch [B], event [d]

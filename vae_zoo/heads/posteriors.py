@@ -8,7 +8,7 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from vae_zoo import distributions  # noqa: F401  (registers the MVN-vs-Normal KL)
+from vae_zoo import distributions  # also registers the MVN-vs-Normal KL
 from vae_zoo.heads.base import POSTERIORS, DistributionHead, as_float32
 
 tfd = tfp.distributions
@@ -45,7 +45,7 @@ class DiagonalGaussianPosterior(DistributionHead):
         loc, raw_scale = tf.split(params, 2, axis=-1)
         scale = tf.math.softplus(raw_scale) + self.scale_floor
         return tfd.Independent(
-            tfd.Normal(loc=loc, scale=scale),
+            distributions.PhiloxNormal(loc=loc, scale=scale),
             reinterpreted_batch_ndims=params.shape.rank - 1,
         )
 

@@ -31,6 +31,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from vae_zoo import heads, networks, objectives
+from vae_zoo.distributions import PhiloxNormal
 from vae_zoo.heads.posteriors import DiagonalGaussianPosterior
 from vae_zoo.heads.priors import Prior
 from vae_zoo.models.base import MODELS, _tile_batch
@@ -65,7 +66,7 @@ def precision_weighted_merge(bottom_up, prior):
     precision_a, precision_b = tf.math.reciprocal(scale_a**2), tf.math.reciprocal(scale_b**2)
     precision = precision_a + precision_b
     loc = (loc_a * precision_a + loc_b * precision_b) / precision
-    return tfd.Independent(tfd.Normal(loc, tf.math.rsqrt(precision)), reinterpreted_batch_ndims=1)
+    return tfd.Independent(PhiloxNormal(loc, tf.math.rsqrt(precision)), reinterpreted_batch_ndims=1)
 
 
 class GaussianChain(tfd.Distribution):
@@ -202,7 +203,7 @@ class LadderPrior(Prior):
         normal = self.gaussian(self.top_down[i](flat)).distribution  # [N, d_i]
         shape = tf.concat([tf.shape(parent)[:-1], [self.latent_dims[i]]], 0)
         return tfd.Independent(
-            tfd.Normal(tf.reshape(normal.loc, shape), tf.reshape(normal.scale, shape)),
+            PhiloxNormal(tf.reshape(normal.loc, shape), tf.reshape(normal.scale, shape)),
             reinterpreted_batch_ndims=1,
         )
 
