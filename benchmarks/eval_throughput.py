@@ -16,7 +16,14 @@ timed after one untimed warm-up call on 100 images (tracing and compilation):
 - `peak_rss_mb`: the process's peak resident memory (`ru_maxrss`) after each
   evaluation, everything included (Python, TensorFlow, the model, the data);
 - `mean_log_likelihood`: the estimate itself, in nats (both paths must agree within
-  the Monte-Carlo noise).
+  the Monte-Carlo noise);
+- `profile`: where the default path's time goes, from one chunk of the default size
+  (100 images × k samples) timed in parts, each its own `tf.function`, best of 10,
+  scaled to the whole evaluation and given as × the FLOP limit: `decoder` (the
+  decoder network: every matmul), `likelihood` (log p(x|z) from the decoder's output,
+  x tiled to the chunk: for Bernoulli, the softplus of every decoded pixel) and
+  `rest` (the whole chunk's log-weights minus both: encoder, sampling, prior and
+  posterior densities).
 
 Run (about 1 minute on 2 cores):
     python benchmarks/eval_throughput.py
@@ -42,9 +49,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 from machine import environment, matmul_peak_gflops  # noqa: E402
-from vae_zoo import data, evaluate, recipes, runs  # noqa: E402
+from vae_zoo import data, evaluate, objectives, recipes, runs  # noqa: E402
 
 
 
@@ -65,6 +73,39 @@ def decoder_flops(model):
         elif isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose)):
             raise ValueError("decoder_flops counts dense decoders only")
     return 2 * macs
+
+
+def best_seconds(fn, *args, trials=10):
+    fn(*args)  # trace
+    best = float("inf")
+    for _ in range(trials):
+        start = time.perf_counter()
+        np.asarray(fn(*args))
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def chunk_profile(model, x, num_samples, limit):
+    """Seconds of the whole evaluation by part, scaled from one default-size chunk."""
+    xb = tf.constant(x[:100])
+    k = objectives.iw_chunk_size(len(xb), model.likelihood_params_per_example)
+    seed = tf.constant([0, 1])
+    z = tf.reshape(model.draw_latents(xb, k, seed=seed)[1], [k * len(xb), -1])
+    tiled = tf.tile(xb, [k, 1, 1, 1])
+    params = model.decoder(z)
+    seconds = {
+        "chunk": best_seconds(tf.function(
+            lambda: model.log_importance_weights(xb, k, seed=seed))),
+        "decoder": best_seconds(tf.function(lambda: model.decoder(z))),
+        "likelihood": best_seconds(tf.function(
+            lambda: model.likelihood(params).log_prob(tiled))),
+    }
+    scale = num_samples * len(x) / (k * len(xb))  # chunks in the whole evaluation
+    whole = {name: value * scale for name, value in seconds.items()}
+    whole["rest"] = whole["chunk"] - whole["decoder"] - whole["likelihood"]
+    return {"chunk_samples": int(k), "chunk_images": int(len(xb)),
+            **{f"{name}_s": round(value, 2) for name, value in whole.items()},
+            **{f"{name}_times_limit": round(value / limit, 2) for name, value in whole.items()}}
 
 
 def main(argv=None):
@@ -108,6 +149,11 @@ def main(argv=None):
         log(f"{name:>8}: {r['seconds']:6.2f} s  {r['images_per_s']:7.1f} images/s  "
             f"{r['times_flop_limit']:5.2f}× FLOP limit  peak RSS {r['peak_rss_mb']} MB  "
             f"log p(x) {r['mean_log_likelihood']:.3f}")
+    profile = chunk_profile(model, x, args.samples, limit)
+    log("profile of the default path, × FLOP limit: " + ", ".join(
+        f"{name} {profile[f'{name}_times_limit']:.2f}" for name in
+        ("decoder", "likelihood", "rest", "chunk")) + f" (chunks of {profile['chunk_images']}"
+        f" images × {profile['chunk_samples']} samples)")
     print(json.dumps({
         "benchmark": "eval_throughput",
         "model": args.model or f"mnist_dense recipe, trained {args.epochs} epochs",
@@ -117,6 +163,7 @@ def main(argv=None):
         "decoder_flops_per_sample": decoder_flops(model),
         "flop_limit_seconds": round(limit, 2),
         "results": results,
+        "profile": profile,
         "note": "peak_rss_mb is cumulative: the second row includes the first's peak",
         **environment(),
     }), flush=True)

@@ -1,5 +1,5 @@
 """What every speed benchmark reports about the machine: versions, CPUs, date, the
-float32 matmul peak."""
+float32 matmul peak and the memory bandwidth."""
 
 from __future__ import annotations
 
@@ -35,3 +35,19 @@ def matmul_peak_gflops(n=1024, batch=8, trials=5):
             products(a, b).numpy()
             best = min(best, time.perf_counter() - start)
     return 2 * batch * n**3 / best / 1e9
+
+
+def memory_bandwidth_gbs(megabytes=64, trials=10):
+    """The best rate of an in-place update of a large float32 variable, `v += x` (v and
+    x read, v written: as an optimizer updates its slots), in GB/s of memory traffic."""
+    size = megabytes * (1 << 20) // 4
+    variable = tf.Variable(tf.zeros((size,)))
+    x = tf.random.stateless_normal((size,), seed=[5, 6])
+    update = tf.function(lambda: variable.assign_add(x)[0])
+    update().numpy()
+    best = float("inf")
+    for _ in range(trials):
+        start = time.perf_counter()
+        update().numpy()
+        best = min(best, time.perf_counter() - start)
+    return 3 * size * 4 / best / 1e9

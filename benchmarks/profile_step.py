@@ -13,11 +13,17 @@ measurements, each in one process on the same data:
 3. `fit`: `model.fit` with the recipe's defaults (XLA, steps_per_execution) on the
    recipe's tf.data pipeline (dynamic binarization, shuffling), per step;
 4. `fit_plain`: `model.fit` with one plain `tf.function` step per batch
-   (`jit_compile=False, steps_per_execution=1`).
+   (`jit_compile=False, steps_per_execution=1`);
+
+and, inside (2), `adam_update`: the optimizer's update alone (`optimizer.apply` on
+fixed gradients, XLA, 50 per call), against its memory traffic (7 float32 per
+parameter: θ, g, m, v read, θ, m, v written) at the bandwidth of an in-place update
+measured in the same run (`machine.memory_bandwidth_gbs`).
 
 So (2) − (1) is the element-wise work, the sampling, the likelihood, the KL and the
-Adam update; (3) − (2) is the input pipeline and Keras' loop; (4) − (3) is what the fast
-path saves. `benchmarks/README.md` records a run.
+Adam update; (3) − (2) is the input pipeline and Keras' loop (the most a data-resident
+loop inside the compiled function could save); (4) − (3) is what the fast path saves.
+`benchmarks/README.md` records a run.
 
 Run (about 1 minute):  python benchmarks/profile_step.py
 
@@ -41,7 +47,7 @@ import tensorflow as tf  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from machine import environment  # noqa: E402
+from machine import environment, memory_bandwidth_gbs  # noqa: E402
 from vae_zoo import recipes  # noqa: E402
 
 BATCH = 128
@@ -125,6 +131,23 @@ def xla_step_loop_ms():
     return timed(loop, batch) / STEPS * 1000
 
 
+def adam_update_ms():
+    model, _ = build()
+    variables = model.trainable_variables
+    model.optimizer.build(variables)
+    gradients = [tf.fill(v.shape, 1e-6) for v in variables]
+    apply = tf.function(lambda: model.optimizer.apply(gradients, variables), jit_compile=True)
+
+    @tf.function
+    def loop():
+        for _ in tf.range(STEPS):
+            apply()
+        return model.optimizer.iterations.read_value()
+
+    parameters = sum(int(tf.size(v)) for v in variables)
+    return timed(loop) / STEPS * 1000, parameters
+
+
 def fit_ms(overrides=()):
     model, train = build(overrides)
     steps = int(train.cardinality())
@@ -145,16 +168,24 @@ def main():
         "fit": fit_ms(),
         "fit_plain": fit_ms(["train.jit_compile=false", "train.steps_per_execution=1"]),
     }
+    figures["adam_update"], parameters = adam_update_ms()
+    bandwidth = memory_bandwidth_gbs()
+    traffic_ms = 7 * 4 * parameters / (bandwidth * 1e9) * 1000
     for name, ms in figures.items():
         log(f"{name:>14}: {ms:6.2f} ms per step ({BATCH / ms * 1000:8,.0f} examples/s)")
     gflops = matmul_flops() / figures["matmuls"] / 1e6
     log(f"matmuls: {matmul_flops() / 1e6:.0f} MFLOP per step at {gflops:.0f} GFLOP/s")
+    log(f"adam_update: {parameters:,} parameters, {7 * 4 * parameters / 1e6:.1f} MB of memory "
+        f"traffic per step, {traffic_ms:.2f} ms at {bandwidth:.1f} GB/s")
     print(json.dumps({
         "benchmark": "profile_step",
         "batch_size": BATCH,
         "ms_per_step": {k: round(v, 3) for k, v in figures.items()},
         "matmul_flops": matmul_flops(),
         "matmul_gflops": round(gflops, 1),
+        "parameters": parameters,
+        "memory_bandwidth_gbs": round(bandwidth, 1),
+        "adam_traffic_ms": round(traffic_ms, 3),
         **environment(),
     }), flush=True)
 

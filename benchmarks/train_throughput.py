@@ -38,6 +38,10 @@ per path and implementation:
 - `fraction_of_matmul_peak` (dense): examples/s × training FLOPs per example (matmul
   multiply-adds × 2 × 3 for forward and backward: 6.54 MFLOP) ÷ the float32 matmul peak
   measured in the same run (`machine.py`);
+- `fraction_of_machine_limit` (dense): examples/s × the machine's limit per example,
+  the matmul FLOPs at that peak plus the Adam update's memory traffic (7 float32 per
+  parameter per step: θ, g, m, v read, θ, m, v written; 1.09 M parameters, shared by
+  the batch of 128) at the memory bandwidth measured in the same run;
 - `test_elbo` (in-process vae_zoo runs): the mean ELBO of 1,000 test digits after
   training, so the fast paths can be seen to train as well as the plain one.
 
@@ -80,7 +84,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from baselines import keras_io_vae  # noqa: E402
-from machine import environment, matmul_peak_gflops  # noqa: E402
+from machine import environment, matmul_peak_gflops, memory_bandwidth_gbs  # noqa: E402
 from vae_zoo import data, evaluate, recipes  # noqa: E402
 from vae_zoo.models import MODELS  # noqa: E402
 
@@ -107,6 +111,24 @@ def dense_training_flops(hidden_units=(512, 256), latent_dim=32, pixels=784):
     decoder_sizes = [latent_dim, *reversed(hidden_units), pixels]
     decoder = sum(a * b for a, b in zip(decoder_sizes, decoder_sizes[1:]))
     return 2 * (encoder + decoder) * 3
+
+
+def dense_parameters(hidden_units=(512, 256), latent_dim=32, pixels=784):
+    """Weights and biases of the dense benchmark model (encoder and decoder)."""
+    sizes = [pixels, *hidden_units, 2 * latent_dim]
+    decoder_sizes = [latent_dim, *reversed(hidden_units), pixels]
+    return sum(a * b + b for layers in (sizes, decoder_sizes) for a, b in zip(layers, layers[1:]))
+
+
+ADAM_BYTES_PER_PARAMETER = 7 * 4  # θ, g, m, v read; θ, m, v written; float32
+
+
+def dense_limit_seconds_per_example(peak_gflops, bandwidth_gbs):
+    """The machine's limit for one example of the dense benchmark: its matmul FLOPs at
+    the matmul peak plus its share of one Adam update's memory traffic."""
+    matmuls = dense_training_flops() / (peak_gflops * 1e9)
+    update = ADAM_BYTES_PER_PARAMETER * dense_parameters() / (bandwidth_gbs * 1e9)
+    return matmuls + update / BATCH_SIZE
 
 
 def binarized_digits(examples, seed=SEED):
@@ -270,7 +292,7 @@ def schedule(paths):
     return runs
 
 
-def summarize(settings, key, results, peak):
+def summarize(settings, key, results, machine):
     """The figures of one `(path, implementation)` over its rounds."""
     path, impl = key
     examples = len(settings.x)
@@ -298,7 +320,10 @@ def summarize(settings, key, results, peak):
     if settings.arch == "dense" and row["examples_per_s"]:
         flops = dense_training_flops()
         row["training_flops_per_example"] = flops
+        peak, bandwidth = machine
         row["fraction_of_matmul_peak"] = round(row["examples_per_s"] * flops / (peak * 1e9), 3)
+        limit = dense_limit_seconds_per_example(peak, bandwidth)
+        row["fraction_of_machine_limit"] = round(row["examples_per_s"] * limit, 3)
     return row
 
 
@@ -316,7 +341,7 @@ def compare(rows):
         row["whole_run_speedup"] = round(base["whole_run_s"] / row["whole_run_s"], 2)
 
 
-def measure(settings, paths, rounds, peak):
+def measure(settings, paths, rounds, machine):
     runs = schedule(paths)
     results = {}
     for round_index in range(rounds):
@@ -325,7 +350,7 @@ def measure(settings, paths, rounds, peak):
                 run = run_cli if key[0] == "cli" else run_in_process
                 log(f"round {round_index + 1}/{rounds}: {settings.arch} {key[0]} {key[1]}")
                 results.setdefault(key, []).append(run(settings, *key))
-    rows = [summarize(settings, key, found, peak) for key, found in results.items()]
+    rows = [summarize(settings, key, found, machine) for key, found in results.items()]
     compare(rows)
     order = {p: i for i, p in enumerate(PATHS)}
     return sorted(rows, key=lambda r: (order[r["path"]], r["impl"] != "baseline"))
@@ -336,13 +361,15 @@ def print_table(rows):
         return "" if value is None else format(value, spec)
 
     log(f"\n{'arch':>5} {'path':>8} {'impl':>9} {'ex/s':>8} {'×base':>6} {'run s':>7} "
-        f"{'×base':>6} {'epoch 1':>7} {'max/med':>7} {'of peak':>7} {'ELBO':>8}  jit steps")
+        f"{'×base':>6} {'epoch 1':>7} {'max/med':>7} {'of peak':>7} {'of limit':>8} {'ELBO':>8}  "
+        f"jit steps")
     for r in rows:
         share = r.get("fraction_of_matmul_peak")
         log(f"{r['arch']:>5} {r['path']:>8} {r['impl']:>9} {number(r['examples_per_s'], ',.0f'):>8} "
             f"{number(r.get('speedup'), '.2f'):>6} {r['whole_run_s']:>7.2f} "
             f"{number(r.get('whole_run_speedup'), '.2f'):>6} {number(r['first_epoch_s'], '.2f'):>7} "
             f"{number(r['max_epoch_over_median'], '.2f'):>7} {number(share, '.0%'):>7} "
+            f"{number(r.get('fraction_of_machine_limit'), '.0%'):>8} "
             f"{number(r.get('test_elbo'), '.2f'):>8}  {str(r['jit_compile']):>5} "
             f"{r['steps_per_execution']:>3}")
 
@@ -371,8 +398,9 @@ def main(argv=None):
     warnings.filterwarnings("ignore", message=r"`shuffle=True` was passed")
 
     train_images, test_images = binarized_digits(args.examples)
-    peak = matmul_peak_gflops()
-    log(f"matmul peak: {peak:.0f} GFLOP/s float32; TF {tf.__version__}, Keras "
+    peak, bandwidth = matmul_peak_gflops(), memory_bandwidth_gbs()
+    log(f"matmul peak: {peak:.0f} GFLOP/s float32, memory {bandwidth:.1f} GB/s; TF "
+        f"{tf.__version__}, Keras "
         f"{keras.__version__}, {os.cpu_count()} CPUs, GPUs: "
         f"{len(tf.config.list_physical_devices('GPU'))}")
     rows = []
@@ -380,7 +408,7 @@ def main(argv=None):
         for arch in args.arch:
             settings = Settings(arch, train_images, test_images, args.epochs, args.policy,
                                 args.strategy, workdir, args.overrides)
-            rows += measure(settings, args.paths, args.rounds, peak)
+            rows += measure(settings, args.paths, args.rounds, (peak, bandwidth))
     keras.mixed_precision.set_global_policy("float32")
     print_table(rows)
     worst = max((r["max_epoch_over_median"] for r in rows
@@ -388,6 +416,7 @@ def main(argv=None):
     print(json.dumps({
         "benchmark": "train_throughput",
         "matmul_peak_gflops": round(peak, 1),
+        "memory_bandwidth_gbs": round(bandwidth, 1),
         "batch_size": BATCH_SIZE,
         "train_images": args.examples,
         "epochs": args.epochs,

@@ -79,6 +79,28 @@ def test_weighted_or_stepped_fits_go_to_keras_as_given():
     assert seen["x"] is x and seen["batch_size"] == 4
 
 
+def test_datasets_lose_autotuning_on_cpu_unless_their_options_set_it(monkeypatch):
+    """tf.data's autotuner competes with a CPU step for the cores: `fit` turns it off on
+    a training or validation dataset that leaves it unset, keeps an explicit choice, and
+    leaves every dataset alone when a GPU is visible."""
+    x = binary_data(8)
+    model = tiny_dense(input_shape=x.shape[1:])
+    model.compile(optimizer="adam", jit_compile=False, steps_per_execution=1)
+    unset = tf.data.Dataset.from_tensor_slices(x).batch(4).prefetch(tf.data.AUTOTUNE)
+    explicit = tf.data.Options()
+    explicit.autotune.enabled = True
+    kept = unset.with_options(explicit)
+    seen = _recorded_fit(model, unset, validation_data=unset, epochs=1, verbose=0)
+    assert seen["x"].options().autotune.enabled is False
+    assert seen["validation_data"].options().autotune.enabled is False
+    np.testing.assert_array_equal(np.concatenate(_batches(seen["x"])), x)
+    seen = _recorded_fit(model, kept, validation_data=kept, epochs=1, verbose=0)
+    assert seen["x"].options().autotune.enabled is True
+    assert seen["validation_data"].options().autotune.enabled is True
+    monkeypatch.setattr(arrays, "_runs_on_cpu", lambda: False)
+    assert arrays.without_autotuning_on_cpu(unset) is unset
+
+
 def test_validation_split_leaving_nothing_is_one_line_error():
     model = tiny_dense()
     model.compile(optimizer="adam", jit_compile=False, steps_per_execution=1)

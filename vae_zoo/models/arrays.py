@@ -14,6 +14,15 @@ batches. Everything else `fit` takes is passed on unchanged; inputs this does no
 (sample or class weights, `steps_per_epoch`, `shuffle="batch"`, datasets, generators)
 go to Keras as given. A dataset's `shuffle` is set to False, which Keras ignores
 anyway, so that it does not warn about it.
+
+A `tf.data.Dataset` given to `fit` (training or validation) whose options leave
+autotuning unset gets it turned off when no GPU or TPU is visible: the training step
+then runs on the same CPU cores as tf.data's autotuner, and the autotuner's threads
+slowed it. Measured on 2 cores, 3,000 digits, `shuffle`, `batch(128)`,
+`prefetch(AUTOTUNE)`, 12 epochs, three runs each: 12,104 / 13,846 / 15,282 examples/s
+with autotuning, 15,808 / 16,495 / 16,585 without, and the largest epoch 1.35–1.55×
+the median against 1.10–1.18×. A dataset whose `options().autotune.enabled` is set
+(True or False) keeps it.
 """
 
 from __future__ import annotations
@@ -88,15 +97,35 @@ def _arrays_of(data):
     return None
 
 
+def _runs_on_cpu() -> bool:
+    return not (tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
+
+
+def without_autotuning_on_cpu(dataset):
+    """`dataset` with tf.data autotuning off, if it leaves it unset and the step runs on
+    the CPU; anything else unchanged."""
+    if not isinstance(dataset, tf.data.Dataset) or dataset.options().autotune.enabled is not None:
+        return dataset
+    if not _runs_on_cpu():
+        return dataset
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
+
+
 def fit_arguments(args, kwargs) -> dict:
     """The arguments of `keras.Model.fit(*args, **kwargs)` by name, with in-memory
     training and validation arrays replaced by `array_dataset`s."""
     given = inspect.signature(keras.Model.fit).bind(None, *args, **kwargs).arguments
     given.pop("self")
     x, y = given.get("x"), given.get("y")
-    if isinstance(x, tf.data.Dataset) and given.get("shuffle", True) is True:
-        # Keras ignores `shuffle` for a dataset but warns when it is left at True.
-        given["shuffle"] = False
+    if isinstance(x, tf.data.Dataset):
+        given["x"] = without_autotuning_on_cpu(x)
+        if given.get("shuffle", True) is True:
+            # Keras ignores `shuffle` for a dataset but warns when it is left at True.
+            given["shuffle"] = False
+    if "validation_data" in given:
+        given["validation_data"] = without_autotuning_on_cpu(given["validation_data"])
     arrays = _arrays_of((x,) if y is None else (x, y)) if _is_array(x) else None
     if (arrays is None or given.get("sample_weight") is not None
             or given.get("class_weight") is not None or given.get("steps_per_epoch") is not None
