@@ -31,7 +31,8 @@ class Sampling(layers.Layer):
     def call(self, inputs):
         z_mean, z_log_var = inputs
         # dtype: so that it also runs under a mixed-precision policy (keras.io's draws float32).
-        epsilon = keras.random.normal(ops.shape(z_mean), dtype=z_mean.dtype, seed=self.seed_generator)
+        epsilon = keras.random.normal(ops.shape(z_mean), dtype=z_mean.dtype,
+                                      seed=self.seed_generator)
         return z_mean + ops.exp(0.5 * z_log_var) * epsilon
 
 
