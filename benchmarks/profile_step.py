@@ -142,7 +142,7 @@ def adam_update_ms():
     def loop():
         for _ in tf.range(STEPS):
             apply()
-        return model.optimizer.iterations.read_value()
+        return tf.convert_to_tensor(model.optimizer.iterations)
 
     parameters = sum(int(tf.size(v)) for v in variables)
     return timed(loop) / STEPS * 1000, parameters
