@@ -156,6 +156,7 @@ def test_train_throughput_every_path(capsys, monkeypatch):
 
     monkeypatch.setattr(train_throughput.subprocess, "run", _in_process_run(script))
     monkeypatch.setattr(train_throughput, "matmul_peak_gflops", lambda: 100.0)
+    monkeypatch.setattr(train_throughput, "memory_bandwidth_gbs", lambda: 50.0)
     # without XLA's compilations (several seconds each), which tests/test_fast_path.py covers
     train_throughput.main(["--rounds", "1", "--epochs", "2", "--examples", "256",
                            "--set", "train.jit_compile=false"])
@@ -167,16 +168,50 @@ def test_train_throughput_every_path(capsys, monkeypatch):
     for (path, impl), row in rows.items():
         assert row["examples_per_s"] > 0 and row["whole_run_s"] > 0, (path, impl)
         assert row["timed_epochs"] == 1 and row["max_epoch_over_median"] == 1.0
-        assert 0 < row["fraction_of_matmul_peak"]
+        assert 0 < row["fraction_of_matmul_peak"] < row["fraction_of_machine_limit"]
+        # the limit: matmul FLOPs at 100 GFLOP/s + 28 bytes per parameter at 50 GB/s / 128
+        limit = 6_537_216 / 100e9 + 28 * 1_091_920 / 50e9 / 128
+        assert row["fraction_of_machine_limit"] == pytest.approx(
+            row["examples_per_s"] * limit, abs=1e-3)
         if impl == "vae_zoo":
             assert row["speedup"] > 0 and row["whole_run_speedup"] > 0, path
     assert rows[("plain", "vae_zoo")]["baseline_examples_per_s"] == \
         rows[("numpy", "baseline")]["examples_per_s"]
     assert report["overrides"] == ["train.jit_compile=false"]
+    assert report["memory_bandwidth_gbs"] == 50.0
     assert rows[("numpy", "vae_zoo")]["steps_per_execution"] == 32
     assert rows[("plain", "vae_zoo")]["steps_per_execution"] == 1
     assert rows[("cli", "vae_zoo")]["jit_compile"] is False
     assert math.isfinite(rows[("numpy", "vae_zoo")]["test_elbo"])
+
+
+def test_machine_limit_counts_the_models_parameters_and_flops():
+    """The limit's parameter count is the mnist_dense model's own trainable weights, and
+    its FLOPs are 6 × the multiply-adds of its Dense kernels."""
+    from vae_zoo import recipes
+
+    train_throughput = _load("train_throughput")
+    model = recipes.build_model(recipes.load("mnist_dense"))
+    trainable = sum(math.prod(w.shape) for w in model.trainable_weights)
+    assert trainable == train_throughput.dense_parameters() == 1_091_920
+    kernels = sum(math.prod(w.shape) for w in model.trainable_weights if len(w.shape) == 2)
+    assert train_throughput.dense_training_flops() == 6 * kernels
+
+
+def test_eval_profile_parts_add_up():
+    """eval_throughput's profile: decoder, likelihood and rest add up to the chunk, each
+    also as × the limit."""
+    import numpy as np
+
+    from conftest import binary_data, tiny_dense
+
+    eval_throughput = _load("eval_throughput")
+    model = tiny_dense(input_shape=(4, 4, 1))
+    profile = eval_throughput.chunk_profile(model, binary_data(100, (4, 4, 1)), 5000, limit=2.0)
+    parts = profile["decoder_s"] + profile["likelihood_s"] + profile["rest_s"]
+    assert parts == pytest.approx(profile["chunk_s"], abs=0.02)
+    assert profile["chunk_images"] == 100 and profile["chunk_samples"] >= 1
+    assert np.isclose(profile["decoder_times_limit"], profile["decoder_s"] / 2.0, atol=0.01)
 
 
 def test_gpu_check_without_a_gpu_says_so():
