@@ -15,6 +15,12 @@ measurements, each in one process on the same data:
 4. `fit_plain`: `model.fit` with one plain `tf.function` step per batch
    (`jit_compile=False, steps_per_execution=1`);
 
+and `data_resident`: the input pipeline inside the compiled loop, a candidate of the
+performance issue: the embedded sample's grey digits held by the compiled function,
+each step gathering its batch by an in-graph permutation (one per epoch) and binarizing
+it there (XLA-compiled with the step), an epoch's full batches in one call; compare
+with (3), which does the same work in tf.data (its partial last batch included);
+
 and, inside (2), `adam_update`: the optimizer's update alone (`optimizer.apply` on
 fixed gradients, XLA, 50 per call), against its memory traffic (7 float32 per
 parameter: θ, g, m, v read, θ, m, v written) at the bandwidth of an in-place update
@@ -48,7 +54,7 @@ import tensorflow as tf  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from machine import environment, memory_bandwidth_gbs  # noqa: E402
-from vae_zoo import recipes  # noqa: E402
+from vae_zoo import data, recipes  # noqa: E402
 
 BATCH = 128
 STEPS = 50
@@ -131,6 +137,29 @@ def xla_step_loop_ms():
     return timed(loop, batch) / STEPS * 1000
 
 
+def data_resident_ms():
+    model, _ = build()
+    images = tf.constant(data.load_embedded_mnist()["x_train"][..., None] / 255.0, tf.float32)
+    count = int(images.shape[0])
+    steps = count // BATCH
+
+    @tf.function(jit_compile=True)
+    def step(order, index, seed):
+        batch = tf.gather(images, tf.slice(order, [index * BATCH], [BATCH]))
+        binary = tf.cast(tf.random.stateless_uniform(tf.shape(batch), seed) < batch, tf.float32)
+        return model.train_step(binary)["loss"]
+
+    @tf.function
+    def epoch(seed):
+        order = tf.argsort(tf.random.stateless_uniform([count], tf.stack([seed, 0])))
+        loss = tf.zeros(())
+        for i in tf.range(steps):
+            loss = step(order, i, tf.stack([seed, i + 1]))
+        return loss
+
+    return timed(epoch, tf.constant(1)) / steps * 1000
+
+
 def adam_update_ms():
     model, _ = build()
     variables = model.trainable_variables
@@ -167,6 +196,7 @@ def main():
         "xla_step_loop": xla_step_loop_ms(),
         "fit": fit_ms(),
         "fit_plain": fit_ms(["train.jit_compile=false", "train.steps_per_execution=1"]),
+        "data_resident": data_resident_ms(),
     }
     figures["adam_update"], parameters = adam_update_ms()
     bandwidth = memory_bandwidth_gbs()

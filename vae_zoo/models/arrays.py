@@ -115,7 +115,8 @@ def without_autotuning_on_cpu(dataset):
 
 def fit_arguments(args, kwargs) -> dict:
     """The arguments of `keras.Model.fit(*args, **kwargs)` by name, with in-memory
-    training and validation arrays replaced by `array_dataset`s."""
+    training and validation arrays replaced by `array_dataset`s and datasets passed
+    through `without_autotuning_on_cpu`."""
     given = inspect.signature(keras.Model.fit).bind(None, *args, **kwargs).arguments
     given.pop("self")
     x, y = given.get("x"), given.get("y")
