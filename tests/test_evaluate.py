@@ -5,6 +5,7 @@ import math
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from scipy import stats
 
 from vae_zoo import evaluate, objectives
@@ -98,6 +99,11 @@ def test_one_graph_per_batch_gives_the_python_loops_numbers(model, data):
     before = traced.experimental_get_tracing_count()
     evaluate.log_likelihood(model, x, num_samples=40, batch_size=7, chunk_size=9, seed=6)
     assert traced.experimental_get_tracing_count() == before
+    # One chunk in memory at a time: the loop does not start the next chunk early.
+    graph = traced.get_concrete_function(
+        tf.constant(x[:7]), None, *[tf.constant(0)] * 4).graph
+    loops = [op for op in graph.get_operations() if op.type in ("While", "StatelessWhile")]
+    assert loops and all(op.get_attr("parallel_iterations") == 1 for op in loops)
 
 
 def test_batch_size_smaller_than_data(model, data):
