@@ -51,7 +51,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from machine import environment, matmul_peak_gflops  # noqa: E402
+from machine import best_seconds, environment, matmul_peak_gflops  # noqa: E402
 from vae_zoo import data, evaluate, objectives, recipes, runs  # noqa: E402
 
 
@@ -75,16 +75,6 @@ def decoder_flops(model):
     return 2 * macs
 
 
-def best_seconds(fn, *args, trials=10):
-    fn(*args)  # trace
-    best = float("inf")
-    for _ in range(trials):
-        start = time.perf_counter()
-        np.asarray(fn(*args))
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
 def chunk_profile(model, x, num_samples, limit):
     """Seconds of the whole evaluation by part, scaled from one default-size chunk."""
     xb = tf.constant(x[:100])
@@ -95,10 +85,10 @@ def chunk_profile(model, x, num_samples, limit):
     params = model.decoder(z)
     seconds = {
         "chunk": best_seconds(tf.function(
-            lambda: model.log_importance_weights(xb, k, seed=seed))),
-        "decoder": best_seconds(tf.function(lambda: model.decoder(z))),
+            lambda: model.log_importance_weights(xb, k, seed=seed)), trials=10),
+        "decoder": best_seconds(tf.function(lambda: model.decoder(z)), trials=10),
         "likelihood": best_seconds(tf.function(
-            lambda: model.likelihood(params).log_prob(tiled))),
+            lambda: model.likelihood(params).log_prob(tiled)), trials=10),
     }
     scale = num_samples * len(x) / (k * len(xb))  # chunks in the whole evaluation
     whole = {name: value * scale for name, value in seconds.items()}

@@ -20,20 +20,32 @@ def environment() -> dict:
     }
 
 
+# Memory traffic of one Adam update per parameter: θ, g, m, v read; θ, m, v written;
+# float32.
+ADAM_BYTES_PER_PARAMETER = 7 * 4
+
+
+def best_seconds(fn, *args, trials=5):
+    """The shortest of `trials` timed calls of `fn(*args)` (its result fetched), after
+    one untimed call (tracing, compilation)."""
+    fn(*args)
+    best = float("inf")
+    for _ in range(trials):
+        start = time.perf_counter()
+        tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, fn(*args))
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
 def matmul_peak_gflops(n=1024, batch=8, trials=5):
     """The best float32 matmul rate: `batch` n×n products, TensorFlow's own kernel
     (oneDNN) and XLA's, best of `trials` timed runs each."""
     a = tf.random.stateless_normal((batch, n, n), seed=[1, 2])
     b = tf.random.stateless_normal((n, n), seed=[3, 4])
-    best = float("inf")
-    for jit in (False, True):
-        products = tf.function(lambda a, b: tf.reduce_sum(tf.linalg.matmul(a, b)),
-                               jit_compile=jit)
-        products(a, b).numpy()  # trace / compile
-        for _ in range(trials):
-            start = time.perf_counter()
-            products(a, b).numpy()
-            best = min(best, time.perf_counter() - start)
+    best = min(
+        best_seconds(tf.function(lambda a, b: tf.reduce_sum(tf.linalg.matmul(a, b)),
+                                 jit_compile=jit), a, b, trials=trials)
+        for jit in (False, True))
     return 2 * batch * n**3 / best / 1e9
 
 
@@ -44,10 +56,4 @@ def memory_bandwidth_gbs(megabytes=64, trials=10):
     variable = tf.Variable(tf.zeros((size,)))
     x = tf.random.stateless_normal((size,), seed=[5, 6])
     update = tf.function(lambda: variable.assign_add(x)[0])
-    update().numpy()
-    best = float("inf")
-    for _ in range(trials):
-        start = time.perf_counter()
-        update().numpy()
-        best = min(best, time.perf_counter() - start)
-    return 3 * size * 4 / best / 1e9
+    return 3 * size * 4 / best_seconds(update, trials=trials) / 1e9

@@ -53,7 +53,7 @@ import tensorflow as tf  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from machine import environment, memory_bandwidth_gbs  # noqa: E402
+from machine import ADAM_BYTES_PER_PARAMETER, environment, memory_bandwidth_gbs  # noqa: E402
 from vae_zoo import data, recipes  # noqa: E402
 
 BATCH = 128
@@ -200,12 +200,13 @@ def main():
     }
     figures["adam_update"], parameters = adam_update_ms()
     bandwidth = memory_bandwidth_gbs()
-    traffic_ms = 7 * 4 * parameters / (bandwidth * 1e9) * 1000
+    traffic = ADAM_BYTES_PER_PARAMETER * parameters  # bytes per step
+    traffic_ms = traffic / (bandwidth * 1e9) * 1000
     for name, ms in figures.items():
         log(f"{name:>14}: {ms:6.2f} ms per step ({BATCH / ms * 1000:8,.0f} examples/s)")
     gflops = matmul_flops() / figures["matmuls"] / 1e6
     log(f"matmuls: {matmul_flops() / 1e6:.0f} MFLOP per step at {gflops:.0f} GFLOP/s")
-    log(f"adam_update: {parameters:,} parameters, {7 * 4 * parameters / 1e6:.1f} MB of memory "
+    log(f"adam_update: {parameters:,} parameters, {traffic / 1e6:.1f} MB of memory "
         f"traffic per step, {traffic_ms:.2f} ms at {bandwidth:.1f} GB/s")
     print(json.dumps({
         "benchmark": "profile_step",

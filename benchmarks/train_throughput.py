@@ -84,7 +84,12 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from baselines import keras_io_vae  # noqa: E402
-from machine import environment, matmul_peak_gflops, memory_bandwidth_gbs  # noqa: E402
+from machine import (  # noqa: E402
+    ADAM_BYTES_PER_PARAMETER,
+    environment,
+    matmul_peak_gflops,
+    memory_bandwidth_gbs,
+)
 from vae_zoo import data, evaluate, recipes  # noqa: E402
 from vae_zoo.models import MODELS  # noqa: E402
 
@@ -118,9 +123,6 @@ def dense_parameters(hidden_units=(512, 256), latent_dim=32, pixels=784):
     sizes = [pixels, *hidden_units, 2 * latent_dim]
     decoder_sizes = [latent_dim, *reversed(hidden_units), pixels]
     return sum(a * b + b for layers in (sizes, decoder_sizes) for a, b in zip(layers, layers[1:]))
-
-
-ADAM_BYTES_PER_PARAMETER = 7 * 4  # θ, g, m, v read; θ, m, v written; float32
 
 
 def dense_limit_seconds_per_example(peak_gflops, bandwidth_gbs):
