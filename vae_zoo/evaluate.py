@@ -123,12 +123,8 @@ def log_likelihood(model, x, num_samples=1000, batch_size=None, chunk_size=None,
     if jit_compile:
         # XLA needs static shapes: a batch's chunks run in a Python loop, each chunk a
         # compiled call of its own size.
-        log_weights_fn = _compiled(model, "log_weights", model.log_importance_weights, True)
-
-        def batch_bound(xb, yb, k, chunk, seed, first_chunk):
-            return objectives.chunked_iw_bound(
-                lambda size, pair: log_weights_fn(xb, size, y=yb, seed=pair),
-                xb.shape[0], k, chunk, seed, first_chunk)
+        batch_bound = objectives.batch_bound_of(
+            _compiled(model, "log_weights", model.log_importance_weights, True))
     else:
         batch_bound = _graph_batch_bound(model)
     if verbose:
@@ -140,21 +136,13 @@ def log_likelihood(model, x, num_samples=1000, batch_size=None, chunk_size=None,
 
 
 def _graph_batch_bound(model):
-    """One batch's `objectives.chunked_iw_bound` as one `tf.function` call (cached per
-    model): its chunks run in a `tf.while_loop`, without eager steps between them.
+    """One batch's bound as one `tf.function` call (`objectives.batch_bound_of`, cached
+    per model): its chunks run in a `tf.while_loop`, without eager steps between them.
 
     Counts and seeds are passed as int32 tensors, so the function is traced once per
     batch shape, not once per K or seed. Same draws, same numbers as the Python loop.
     """
-    cache = model.__dict__.setdefault("_vae_zoo_eval_fns", {})
-    if "iw_batch" not in cache:
-        def bound(xb, yb, k, chunk, seed, first_chunk):
-            return objectives.chunked_iw_bound(
-                lambda size, pair: model.log_importance_weights(xb, size, y=yb, seed=pair),
-                tf.shape(xb)[0], k, chunk, seed, first_chunk)
-
-        cache["iw_batch"] = tf.function(bound, reduce_retracing=True)
-    compiled = cache["iw_batch"]
+    compiled = _compiled(model, "iw_batch", objectives.batch_bound_of(model.log_importance_weights))
 
     def batch_bound(xb, yb, k, chunk, seed, first_chunk):
         counts = (tf.constant(int(v), tf.int32) for v in (k, chunk, seed, first_chunk))

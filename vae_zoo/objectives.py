@@ -333,6 +333,23 @@ def chunked_iw_bound(log_weights_fn, batch_size, num_samples, chunk_size, seed, 
     return total - tf.cast(tf.math.log(tf.cast(k, tf.float64)), tf.float32)
 
 
+def batch_bound_of(log_weights_fn):
+    """`fn(xb, yb, num_samples, chunk_size, seed, first_chunk) -> [B]`: one batch's
+    `chunked_iw_bound` with the log-weights of `log_weights_fn(x, k, y=..., seed=...)`.
+
+    Called eagerly with Python counts, its chunks run in a Python loop; wrapped in a
+    `tf.function` and given int32 tensors, in one `tf.while_loop`.
+    """
+
+    def batch_bound(xb, yb, num_samples, chunk_size, seed, first_chunk):
+        size = xb.shape[0] if xb.shape[0] is not None else tf.shape(xb)[0]
+        return chunked_iw_bound(
+            lambda k, seed_pair: log_weights_fn(xb, k, y=yb, seed=seed_pair),
+            size, num_samples, chunk_size, seed, first_chunk=first_chunk)
+
+    return batch_bound
+
+
 def iw_log_likelihood(log_weights_fn, x, num_samples, elements_per_example, y=None,
                       batch_size=None, chunk_size=None, seed=0, batch_bound=None):
     """Per-example importance-weighted bound on log p(x) over a data set, numpy `[N]`.
@@ -346,27 +363,19 @@ def iw_log_likelihood(log_weights_fn, x, num_samples, elements_per_example, y=No
             `log_importance_weights`, possibly compiled).
         x: numpy `[N, ...]` float32; y: conditioning `[N, ...]` or None.
         elements_per_example: likelihood parameters decoded per example.
-        batch_bound: None, or `fn(xb, yb, num_samples, chunk_size, seed, first_chunk)
-            -> [B]` that computes one batch's `chunked_iw_bound` (with
-            `log_weights_fn`'s weights) in one call, e.g. a `tf.function` around it:
-            its chunks then run in one `tf.while_loop` instead of a Python loop with
-            eager steps between them.
+        batch_bound: what computes one batch (default `batch_bound_of(log_weights_fn)`
+            called eagerly); e.g. a `tf.function` around it, whose chunks then run in
+            one `tf.while_loop` instead of a Python loop with eager steps between them.
     """
     batch_size = int(batch_size or min(len(x), 100))
     if chunk_size is None:
         chunk_size = iw_chunk_size(batch_size, elements_per_example)
     chunk_size = int(min(chunk_size, num_samples))
     chunks = math.ceil(num_samples / chunk_size)
+    batch_bound = batch_bound or batch_bound_of(log_weights_fn)
     results = []
     for b, start in enumerate(range(0, len(x), batch_size)):
         xb = tf.constant(x[start:start + batch_size])
         yb = None if y is None else y[start:start + batch_size]
-        if batch_bound is not None:
-            bound = batch_bound(xb, yb, num_samples, chunk_size, seed, b * chunks)
-        else:
-            bound = chunked_iw_bound(
-                lambda k, seed_pair: log_weights_fn(xb, k, y=yb, seed=seed_pair),
-                xb.shape[0], num_samples, chunk_size, seed, first_chunk=b * chunks,
-            )
-        results.append(bound.numpy())
+        results.append(batch_bound(xb, yb, num_samples, chunk_size, seed, b * chunks).numpy())
     return np.concatenate(results)
