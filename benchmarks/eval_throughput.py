@@ -21,9 +21,10 @@ timed after one untimed warm-up call on 100 images (tracing and compilation):
   (100 images × k samples) timed in parts, each its own `tf.function`, best of 10,
   scaled to the whole evaluation and given as × the FLOP limit: `decoder` (the
   decoder network: every matmul), `likelihood` (log p(x|z) from the decoder's output,
-  x tiled to the chunk: for Bernoulli, the softplus of every decoded pixel) and
-  `rest` (the whole chunk's log-weights minus both: encoder, sampling, prior and
-  posterior densities).
+  the head's `log_prob_of_draws`, XLA-fused as the evaluation runs it: for Bernoulli,
+  an exponential of every decoded pixel and a logarithm per group of pixels) and
+  `rest` (the whole chunk's log-weights minus both: sampling, prior and posterior
+  densities; the encoder runs once per batch, not per chunk).
 
 Run (about 1 minute on 2 cores):
     python benchmarks/eval_throughput.py
@@ -52,7 +53,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from machine import best_seconds, environment, matmul_peak_gflops  # noqa: E402
-from vae_zoo import data, evaluate, objectives, recipes, runs  # noqa: E402
+from vae_zoo import data, evaluate, heads, objectives, recipes, runs  # noqa: E402
 
 
 
@@ -81,15 +82,16 @@ def chunk_profile(model, x, num_samples, limit):
     k = objectives.iw_chunk_size(len(xb), model.likelihood_params_per_example)
     seed = tf.constant([0, 1])
     z = tf.reshape(model.draw_latents(xb, k, seed=seed)[1], [k * len(xb), -1])
-    tiled = tf.tile(xb, [k, 1, 1, 1])
     params = model.decoder(z)
-    seconds = {
-        "chunk": best_seconds(tf.function(
-            lambda: model.log_importance_weights(xb, k, seed=seed)), trials=10),
-        "decoder": best_seconds(tf.function(lambda: model.decoder(z)), trials=10),
-        "likelihood": best_seconds(tf.function(
-            lambda: model.likelihood(params).log_prob(tiled)), trials=10),
-    }
+    weights_of = model.importance_weights_of(xb)  # q(z|x) once per batch, as evaluated
+    with heads.fused_likelihoods():  # as `evaluate.log_likelihood` traces
+        seconds = {
+            "chunk": best_seconds(tf.function(lambda: weights_of(k, seed)), trials=10),
+            "decoder": best_seconds(tf.function(lambda: model.decoder(z)), trials=10),
+            "likelihood": best_seconds(tf.function(
+                lambda: model.likelihood.log_prob_of_draws(model.likelihood(params), xb, k)),
+                trials=10),
+        }
     scale = num_samples * len(x) / (k * len(xb))  # chunks in the whole evaluation
     whole = {name: value * scale for name, value in seconds.items()}
     whole["rest"] = whole["chunk"] - whole["decoder"] - whole["likelihood"]

@@ -5,6 +5,7 @@ do, so a family's own test file holds only its own maths:
 
 - shapes of `encode`, `decode`, `elbo`, `sample`, `reconstruct` and `call`;
 - `elbo` eager and inside `tf.function` agree at a fixed seed;
+- `importance_weights_of` (an IW bound's chunks) gives `log_importance_weights`;
 - one `fit` step on the default (XLA, several steps per call) path: finite metrics,
   weights change;
 - `get_config` → `from_config` and `.keras` save → load (no custom_objects): the same
@@ -67,6 +68,18 @@ def check_api(model, inputs):
     assert model(inputs if model.conditional else x).shape == (n, *model.data_shape)
 
 
+def check_importance_weights_of(model, inputs):
+    """`importance_weights_of(x)` (q(z|x) once per batch, for the chunks of an IW bound)
+    gives `log_importance_weights`' numbers at every seed."""
+    x, y = inputs[0], _condition(inputs)
+    weights_of = model.importance_weights_of(x, **y)
+    for seed in ([0, 1], [2, 3]):
+        np.testing.assert_allclose(
+            weights_of(3, tf.constant(seed)),
+            model.log_importance_weights(x, 3, seed=tf.constant(seed), **y),
+            rtol=1e-5, atol=1e-4)
+
+
 def check_eager_matches_compiled(model, inputs):
     seed = tf.constant([3, 4], tf.int32)
     eager = model.elbo(*inputs, seed=seed)
@@ -119,6 +132,7 @@ def run_family_checks(model, folder, inputs=None):
     """Every check above, on a fresh model of a family."""
     inputs = inputs or example_inputs(model)
     check_api(model, inputs)
+    check_importance_weights_of(model, inputs)
     check_eager_matches_compiled(model, inputs)
     check_fit_step(model, inputs)
     check_round_trips(model, inputs, folder)

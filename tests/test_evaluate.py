@@ -104,6 +104,8 @@ def test_one_graph_per_batch_gives_the_python_loops_numbers(model, data):
         tf.constant(x[:7]), None, *[tf.constant(0)] * 4).graph
     loops = [op for op in graph.get_operations() if op.type in ("While", "StatelessWhile")]
     assert loops and all(op.get_attr("parallel_iterations") == 1 for op in loops)
+    # The Bernoulli likelihood of each chunk is one XLA-compiled function.
+    assert any(f.attr["_XlaMustCompile"].b for f in graph.as_graph_def().library.function)
 
 
 def test_batch_size_smaller_than_data(model, data):

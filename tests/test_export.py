@@ -277,6 +277,23 @@ def test_saved_model_cli_lists_every_signature(exported):
         assert "Method name is: tensorflow/serving/predict" in text
 
 
+def test_exports_hold_no_xla_compiled_function(exported):
+    """TF Serving runs a SavedModel's XLA-compiled functions only when started with
+    `--xla_cpu_compilation_enabled`: the signatures are plain TensorFlow ops, though
+    `evaluate.log_likelihood` fuses the Bernoulli likelihood with XLA
+    (`heads.fused_likelihoods`)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    for family, (model, folder, _, _) in exported.items():
+        saved = saved_model_pb2.SavedModel.FromString((folder / "saved_model.pb").read_bytes())
+        graph = saved.meta_graphs[0].graph_def
+        compiled = [f.signature.name for f in graph.library.function
+                    if f.attr["_XlaMustCompile"].b]
+        compiled += [node.name for f in graph.library.function for node in f.node_def
+                     if node.attr["_XlaMustCompile"].b]
+        assert not compiled, (family, compiled[:3])
+
+
 def test_metadata_records_the_model(exported):
     model, folder, _, _ = exported["conditional"]
     info = export.metadata(folder)

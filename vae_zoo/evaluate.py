@@ -18,6 +18,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from vae_zoo import objectives
+from vae_zoo.heads import fused_likelihoods
 from vae_zoo.models.conditional import label_dtype_problem, not_class_numbers
 from vae_zoo.objectives import DEFAULT_MAX_ELEMENTS  # noqa: F401  (chunk memory bound)
 
@@ -123,16 +124,18 @@ def log_likelihood(model, x, num_samples=1000, batch_size=None, chunk_size=None,
     if jit_compile:
         # XLA needs static shapes: a batch's chunks run in a Python loop, each chunk a
         # compiled call of its own size.
-        batch_bound = objectives.batch_bound_of(
-            _compiled(model, "log_weights", model.log_importance_weights, True))
+        batch_bound = objectives.batch_bound_of(objectives.per_batch(
+            _compiled(model, "log_weights", model.log_importance_weights, True)))
     else:
         batch_bound = _graph_batch_bound(model)
     if verbose:
         batch_bound = _counted(batch_bound, len(x), num_samples, verbose)
-    return objectives.iw_log_likelihood(
-        model.log_importance_weights, x, num_samples, model.likelihood_params_per_example,
-        y=y, batch_size=batch_size, chunk_size=chunk_size, seed=seed, batch_bound=batch_bound,
-    )
+    with fused_likelihoods():  # traced here: the likelihood's element-wise work fused by XLA
+        return objectives.iw_log_likelihood(
+            model.log_importance_weights, x, num_samples, model.likelihood_params_per_example,
+            y=y, batch_size=batch_size, chunk_size=chunk_size, seed=seed,
+            batch_bound=batch_bound,
+        )
 
 
 def _graph_batch_bound(model):
@@ -142,7 +145,7 @@ def _graph_batch_bound(model):
     Counts and seeds are passed as int32 tensors, so the function is traced once per
     batch shape, not once per K or seed. Same draws, same numbers as the Python loop.
     """
-    compiled = _compiled(model, "iw_batch", objectives.batch_bound_of(model.log_importance_weights))
+    compiled = _compiled(model, "iw_batch", objectives.batch_bound_of(model.importance_weights_of))
 
     def batch_bound(xb, yb, k, chunk, seed, first_chunk):
         counts = (tf.constant(int(v), tf.int32) for v in (k, chunk, seed, first_chunk))

@@ -333,9 +333,11 @@ def chunked_iw_bound(log_weights_fn, batch_size, num_samples, chunk_size, seed, 
     return total - tf.cast(tf.math.log(tf.cast(k, tf.float64)), tf.float32)
 
 
-def batch_bound_of(log_weights_fn):
+def batch_bound_of(weights_of):
     """`fn(xb, yb, num_samples, chunk_size, seed, first_chunk) -> [B]`: one batch's
-    `chunked_iw_bound` with the log-weights of `log_weights_fn(x, k, y=..., seed=...)`.
+    `chunked_iw_bound` with the log-weights `weights_of(xb, yb)`, a
+    `fn(k, seed_pair) -> [k, B]` (a model's `importance_weights_of`, or
+    `per_batch(log_weights_fn)`).
 
     Called eagerly with Python counts, its chunks run in a Python loop; wrapped in a
     `tf.function` and given int32 tensors, in one `tf.while_loop`.
@@ -343,11 +345,17 @@ def batch_bound_of(log_weights_fn):
 
     def batch_bound(xb, yb, num_samples, chunk_size, seed, first_chunk):
         size = xb.shape[0] if xb.shape[0] is not None else tf.shape(xb)[0]
-        return chunked_iw_bound(
-            lambda k, seed_pair: log_weights_fn(xb, k, y=yb, seed=seed_pair),
-            size, num_samples, chunk_size, seed, first_chunk=first_chunk)
+        return chunked_iw_bound(weights_of(xb, yb), size, num_samples, chunk_size, seed,
+                                first_chunk=first_chunk)
 
     return batch_bound
+
+
+def per_batch(log_weights_fn):
+    """`weights_of` (see `batch_bound_of`) from `log_weights_fn(x, k, y=..., seed=...)`
+    (a model's `log_importance_weights`, possibly compiled): each chunk computes
+    everything from x."""
+    return lambda xb, yb: lambda k, seed_pair: log_weights_fn(xb, k, y=yb, seed=seed_pair)
 
 
 def iw_log_likelihood(log_weights_fn, x, num_samples, elements_per_example, y=None,
@@ -363,16 +371,17 @@ def iw_log_likelihood(log_weights_fn, x, num_samples, elements_per_example, y=No
             `log_importance_weights`, possibly compiled).
         x: numpy `[N, ...]` float32; y: conditioning `[N, ...]` or None.
         elements_per_example: likelihood parameters decoded per example.
-        batch_bound: what computes one batch (default `batch_bound_of(log_weights_fn)`
-            called eagerly); e.g. a `tf.function` around it, whose chunks then run in
-            one `tf.while_loop` instead of a Python loop with eager steps between them.
+        batch_bound: what computes one batch (default
+            `batch_bound_of(per_batch(log_weights_fn))` called eagerly); e.g. a
+            `tf.function` around it, whose chunks then run in one `tf.while_loop`
+            instead of a Python loop with eager steps between them.
     """
     batch_size = int(batch_size or min(len(x), 100))
     if chunk_size is None:
         chunk_size = iw_chunk_size(batch_size, elements_per_example)
     chunk_size = int(min(chunk_size, num_samples))
     chunks = math.ceil(num_samples / chunk_size)
-    batch_bound = batch_bound or batch_bound_of(log_weights_fn)
+    batch_bound = batch_bound or batch_bound_of(per_batch(log_weights_fn))
     results = []
     for b, start in enumerate(range(0, len(x), batch_size)):
         xb = tf.constant(x[start:start + batch_size])

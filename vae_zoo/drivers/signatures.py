@@ -161,8 +161,8 @@ def _endpoints(model, max_samples):
         x, y = data(x, condition, checks=[support] if support else [])
         batch = tf.shape(x)[0]
         bound = objectives.chunked_iw_bound(
-            lambda size, seed_pair: model.log_importance_weights(x, size, y=y, seed=seed_pair),
-            batch, k, objectives.iw_chunk_size(batch, elements), seed,
+            model.importance_weights_of(x, y), batch, k,
+            objectives.iw_chunk_size(batch, elements), seed,
         )
         return {"log_likelihood": bound}  # [B]
 

@@ -12,8 +12,20 @@ never hold the projection, so one head serves dense, convolutional and
 fully-convolutional bodies. See `vae_zoo.heads.base` for shapes and the head contract.
 """
 
-from vae_zoo.distributions import EIGHT_BIT_ATOL, LogitBernoulli, eight_bit_values
-from vae_zoo.heads.base import LIKELIHOODS, POSTERIORS, DistributionHead, LikelihoodHead
+from vae_zoo.distributions import (
+    EIGHT_BIT_ATOL,
+    LogitBernoulli,
+    bernoulli_log_prob_of_draws,
+    eight_bit_values,
+    fused_bernoulli_log_prob_of_draws,
+)
+from vae_zoo.heads.base import (
+    LIKELIHOODS,
+    POSTERIORS,
+    DistributionHead,
+    LikelihoodHead,
+    fused_likelihoods,
+)
 from vae_zoo.heads.flows import FlowPosterior, IAFPosterior, PlanarPosterior
 from vae_zoo.heads.likelihoods import (
     BernoulliLikelihood,
@@ -49,5 +61,6 @@ __all__ = [
     "GaussianLearnedScaleLikelihood", "GaussianLikelihood", "GaussianPerPixelLikelihood",
     "LikelihoodHead", "LogitBernoulli", "MixtureOfGaussiansPrior", "PlanarPosterior", "Prior",
     "SpatialAutoregressivePrior", "StandardNormalPrior", "UniformCategoricalPrior", "VampPrior",
-    "eight_bit_values",
+    "bernoulli_log_prob_of_draws", "eight_bit_values", "fused_bernoulli_log_prob_of_draws",
+    "fused_likelihoods",
 ]

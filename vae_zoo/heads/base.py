@@ -29,6 +29,9 @@ functional model.
 
 from __future__ import annotations
 
+import contextlib
+import threading
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -40,6 +43,31 @@ tfd = tfp.distributions
 
 POSTERIORS = Registry("posterior")
 LIKELIHOODS = Registry("likelihood")
+
+_fusion = threading.local()
+
+
+@contextlib.contextmanager
+def fused_likelihoods():
+    """Within it, `LikelihoodHead.log_prob_of_draws` may run as one XLA-compiled
+    function (Bernoulli: `vae_zoo.distributions.fused_bernoulli_log_prob_of_draws`).
+
+    What is traced within it holds an XLA-compiled function: `evaluate.log_likelihood`
+    traces its bound here. Outside (training steps, serving signatures), plain
+    TensorFlow ops: TF Serving runs a SavedModel's XLA-compiled functions only when
+    started with `--xla_cpu_compilation_enabled`. Per thread.
+    """
+    previous = getattr(_fusion, "on", False)
+    _fusion.on = True
+    try:
+        yield
+    finally:
+        _fusion.on = previous
+
+
+def fusing_likelihoods() -> bool:
+    """Whether the calling thread is inside `fused_likelihoods()`."""
+    return getattr(_fusion, "on", False)
 
 
 def as_float32(params):
@@ -105,6 +133,23 @@ class LikelihoodHead(DistributionHead):
         count = tf.reduce_sum(tf.cast(bad, tf.int64))
         words = f"{name} lies outside the support of the likelihood: {self.support}, got"
         return tf.reduce_any(bad), (words, count, "values like", first_where(x, bad))
+
+    def log_prob_of_draws(self, likelihood, x, num_samples):
+        """log p(x_b | z_kb) `[K, B]` for K decoded draws per example.
+
+        Args:
+            likelihood: what this head returned for the draws' parameters, batch
+                `[K·B]`, sample-major (row k·B + b decodes draw k of example b).
+            x: `[B, *data_shape]`, the examples.
+            num_samples: K (int or int32 scalar tensor).
+
+        This default scores K copies of x; a head may compute the same values
+        without them (`BernoulliLikelihood`), and within `fused_likelihoods()` as one
+        XLA-compiled function.
+        """
+        x = tf.convert_to_tensor(x, tf.float32)
+        tiled = tf.tile(x, [num_samples] + [1] * (x.shape.rank - 1))  # [K*B, ...]
+        return tf.reshape(likelihood.log_prob(tiled), [num_samples, tf.shape(x)[0]])
 
     @staticmethod
     def _independent(dist, params):

@@ -14,9 +14,11 @@ from vae_zoo.distributions import (
     EIGHT_BIT_ATOL,
     DiscretizedLogisticMixture,
     LogitBernoulli,
+    bernoulli_log_prob_of_draws,
     eight_bit_values,
+    fused_bernoulli_log_prob_of_draws,
 )
-from vae_zoo.heads.base import LIKELIHOODS, LikelihoodHead, as_float32
+from vae_zoo.heads.base import LIKELIHOODS, LikelihoodHead, as_float32, fusing_likelihoods
 
 tfd = tfp.distributions
 
@@ -43,6 +45,16 @@ class BernoulliLikelihood(LikelihoodHead):
     def call(self, params):
         logits = as_float32(params)[..., 0]
         return self._independent(LogitBernoulli(logits=logits, dtype=tf.float32), params)
+
+    def log_prob_of_draws(self, likelihood, x, num_samples):
+        """`LikelihoodHead.log_prob_of_draws` from the logits, without copies of x
+        (`vae_zoo.distributions.bernoulli_log_prob_of_draws`; compiled by XLA within
+        `fused_likelihoods()`)."""
+        bernoulli = getattr(likelihood, "distribution", None)
+        if not isinstance(bernoulli, LogitBernoulli) or bernoulli.logits is None:
+            return super().log_prob_of_draws(likelihood, x, num_samples)
+        fn = fused_bernoulli_log_prob_of_draws if fusing_likelihoods() else bernoulli_log_prob_of_draws
+        return fn(bernoulli.logits, x)
 
 
 @keras.saving.register_keras_serializable(package="vae_zoo")

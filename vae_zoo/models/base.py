@@ -274,6 +274,27 @@ class VAE(keras.Model):
         terms = self.importance_terms(x, num_samples, y, seed)
         return terms["log_likelihood"] + terms["log_prior"] - terms["log_posterior"]
 
+    def importance_weights_of(self, x, y=None):
+        """`fn(k, seed) -> [k, B]`: `log_importance_weights(x, k, y, seed)` for one batch
+        x, chunk after chunk of draws (an importance-weighted bound's loop), with
+        q(z|x) computed once, not once per chunk. Same draws, same numbers.
+
+        A family that overrides `importance_terms` or `draw_latents` gets its
+        `log_importance_weights`, x encoded with every chunk.
+        """
+        if (type(self).importance_terms is not VAE.importance_terms
+                or type(self).draw_latents is not VAE.draw_latents):
+            return lambda k, seed: self.log_importance_weights(x, k, y, seed)
+        x = tf.convert_to_tensor(x, tf.float32)
+        q = self.encode(x, y)
+
+        def log_weights(num_samples, seed):
+            z = q.sample(num_samples, seed=self.draw_seed(seed))
+            terms = self.score_latents(x, q, z, y)
+            return terms["log_likelihood"] + terms["log_prior"] - terms["log_posterior"]
+
+        return log_weights
+
     def importance_terms(self, x, num_samples, y=None, seed=None):
         """The parts of the log importance weights for K reparameterized z_k ~ q(z|x).
 
@@ -299,12 +320,9 @@ class VAE(keras.Model):
         """
         num_samples = z.shape[0] if z.shape[0] is not None else tf.shape(z)[0]
         flat_z = tf.reshape(z, tf.concat([[-1], tf.shape(z)[2:]], 0))  # [K*B, *latent_shape]
-        batch = tf.shape(x)[0]
-        tiled_x = tf.tile(x, [num_samples] + [1] * len(self.data_shape))  # [K*B, ...]
         tiled_y = None if y is None else _tile_batch(y, num_samples)
-        log_px_z = tf.reshape(
-            self.decode(flat_z, tiled_y).log_prob(tiled_x), [num_samples, batch]
-        )
+        log_px_z = self.likelihood.log_prob_of_draws(
+            self.decode(flat_z, tiled_y), x, num_samples)  # [K, B]
         return {
             "log_likelihood": log_px_z,
             "log_prior": self.prior_for(q, y).log_prob(z),
@@ -362,6 +380,7 @@ class VAE(keras.Model):
         return -objectives.iw_log_likelihood(
             self.log_importance_weights, np.asarray(x, np.float32), int(num_samples),
             self.likelihood_params_per_example, y=y, seed=seed,
+            batch_bound=objectives.batch_bound_of(self.importance_weights_of),
         )
 
     def call(self, inputs, training=False):

@@ -34,7 +34,7 @@ from vae_zoo import heads, networks, objectives
 from vae_zoo.distributions import PhiloxNormal
 from vae_zoo.heads.posteriors import DiagonalGaussianPosterior
 from vae_zoo.heads.priors import Prior
-from vae_zoo.models.base import MODELS, _tile_batch
+from vae_zoo.models.base import MODELS
 from vae_zoo.models.family import Family
 
 tfd = tfp.distributions
@@ -508,9 +508,9 @@ class HierarchicalVAE(Family):
         x = tf.convert_to_tensor(x, tf.float32)
         z, blocks, q_layers, p_layers = self._joint_sample(x, num_samples, seed)  # [K, B, D]
         flat_z = tf.reshape(z, [-1, sum(self.latent_dims)])  # [K*B, D]
-        log_px_z = self.decode(flat_z).log_prob(_tile_batch(x, num_samples))
         return {
-            "log_likelihood": tf.reshape(log_px_z, [num_samples, tf.shape(x)[0]]),
+            "log_likelihood": self.likelihood.log_prob_of_draws(
+                self.decode(flat_z), x, num_samples),
             "layer_log_prior": [p.log_prob(b) for p, b in zip(p_layers, blocks)],
             "layer_log_posterior": [q.log_prob(b) for q, b in zip(q_layers, blocks)],
         }
