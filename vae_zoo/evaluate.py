@@ -109,7 +109,9 @@ def log_likelihood(model, x, num_samples=1000, batch_size=None, chunk_size=None,
         y: conditioning array `[N, ...]` for conditional models.
         jit_compile: compile the log-weights of a chunk with XLA. Off by default:
             a chunk is a few large matmuls, which TensorFlow's own (oneDNN) kernels
-            run faster on CPU than XLA's (`benchmarks/eval_throughput.py`).
+            run faster on CPU than XLA's (`benchmarks/eval_throughput.py`). Either
+            way a likelihood head that can (Bernoulli) scores a chunk's draws as one
+            XLA-compiled function (`heads.fused_likelihoods`).
         verbose: 1 shows a progress bar with the time left (`keras.utils.Progbar`,
             counting examples, advanced after each batch), 2 one line when done, 0
             nothing.
