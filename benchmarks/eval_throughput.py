@@ -29,6 +29,7 @@ timed after one untimed warm-up call on 100 images (tracing and compilation):
 Run (about 1 minute on 2 cores):
     python benchmarks/eval_throughput.py
     python benchmarks/eval_throughput.py --samples 5000 --images 200
+    python benchmarks/eval_throughput.py --chunk-size 200   # larger chunks, more memory
 
 A table goes to stderr; one JSON line goes to stdout.
 """
@@ -76,10 +77,12 @@ def decoder_flops(model):
     return 2 * macs
 
 
-def chunk_profile(model, x, num_samples, limit):
-    """Seconds of the whole evaluation by part, scaled from one default-size chunk."""
+def chunk_profile(model, x, num_samples, limit, chunk_size=None):
+    """Seconds of the whole evaluation by part, scaled from one chunk (of `chunk_size`
+    samples, default evaluate's)."""
     xb = tf.constant(x[:100])
-    k = objectives.iw_chunk_size(len(xb), model.likelihood_params_per_example)
+    k = min(chunk_size or objectives.iw_chunk_size(len(xb), model.likelihood_params_per_example),
+            num_samples)
     seed = tf.constant([0, 1])
     z = tf.reshape(model.draw_latents(xb, k, seed=seed)[1], [k * len(xb), -1])
     params = model.decoder(z)
@@ -107,6 +110,8 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--images", type=int, default=1000)
+    parser.add_argument("--chunk-size", type=int, help="importance samples per chunk "
+                        "(default: evaluate's, about 4 M decoded elements per chunk)")
     args = parser.parse_args(argv)
 
     if args.model:
@@ -124,9 +129,10 @@ def main(argv=None):
 
     results = []
     for name, jit in (("vae_zoo", False), ("xla", True)):
-        evaluate.log_likelihood(model, x[:100], num_samples=args.samples, jit_compile=jit)
+        options = dict(num_samples=args.samples, chunk_size=args.chunk_size, jit_compile=jit)
+        evaluate.log_likelihood(model, x[:100], **options)
         start = time.perf_counter()
-        ll = evaluate.log_likelihood(model, x, num_samples=args.samples, jit_compile=jit)
+        ll = evaluate.log_likelihood(model, x, **options)
         seconds = time.perf_counter() - start
         results.append({
             "config": name,
@@ -141,7 +147,7 @@ def main(argv=None):
         log(f"{name:>8}: {r['seconds']:6.2f} s  {r['images_per_s']:7.1f} images/s  "
             f"{r['times_flop_limit']:5.2f}× FLOP limit  peak RSS {r['peak_rss_mb']} MB  "
             f"log p(x) {r['mean_log_likelihood']:.3f}")
-    profile = chunk_profile(model, x, args.samples, limit)
+    profile = chunk_profile(model, x, args.samples, limit, args.chunk_size)
     log("profile of the default path, × FLOP limit: " + ", ".join(
         f"{name} {profile[f'{name}_times_limit']:.2f}" for name in
         ("decoder", "likelihood", "rest", "chunk")) + f" (chunks of {profile['chunk_images']}"
@@ -150,6 +156,7 @@ def main(argv=None):
         "benchmark": "eval_throughput",
         "model": args.model or f"mnist_dense recipe, trained {args.epochs} epochs",
         "num_samples": args.samples,
+        "chunk_size": args.chunk_size,
         "images": int(len(x)),
         "matmul_peak_gflops": round(peak, 1),
         "decoder_flops_per_sample": decoder_flops(model),
