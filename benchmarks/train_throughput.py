@@ -109,20 +109,22 @@ def log(*args):
     print(*args, file=sys.stderr, flush=True)
 
 
+def _dense_layers(hidden_units, latent_dim, pixels):
+    """(inputs, outputs) of every Dense layer of the dense benchmark model: the encoder
+    to q's 2 × latent_dim parameters, the decoder back to the pixels."""
+    encoder = [pixels, *hidden_units, 2 * latent_dim]
+    decoder = [latent_dim, *reversed(hidden_units), pixels]
+    return [(a, b) for sizes in (encoder, decoder) for a, b in zip(sizes, sizes[1:])]
+
+
 def dense_training_flops(hidden_units=(512, 256), latent_dim=32, pixels=784):
     """FLOPs to train on one example: 2 × multiply-adds × 3 (forward and backward)."""
-    sizes = [pixels, *hidden_units]
-    encoder = sum(a * b for a, b in zip(sizes, sizes[1:])) + sizes[-1] * 2 * latent_dim
-    decoder_sizes = [latent_dim, *reversed(hidden_units), pixels]
-    decoder = sum(a * b for a, b in zip(decoder_sizes, decoder_sizes[1:]))
-    return 2 * (encoder + decoder) * 3
+    return 2 * sum(a * b for a, b in _dense_layers(hidden_units, latent_dim, pixels)) * 3
 
 
 def dense_parameters(hidden_units=(512, 256), latent_dim=32, pixels=784):
     """Weights and biases of the dense benchmark model (encoder and decoder)."""
-    sizes = [pixels, *hidden_units, 2 * latent_dim]
-    decoder_sizes = [latent_dim, *reversed(hidden_units), pixels]
-    return sum(a * b + b for layers in (sizes, decoder_sizes) for a, b in zip(layers, layers[1:]))
+    return sum(a * b + b for a, b in _dense_layers(hidden_units, latent_dim, pixels))
 
 
 def dense_limit_seconds_per_example(peak_gflops, bandwidth_gbs):

@@ -60,6 +60,15 @@ def assert_same_outputs(a, b, x, atol=1e-6):
     np.testing.assert_allclose(a.decode(z).mean(), b.decode(z).mean(), atol=atol)
 
 
+def xla_compiled(graph_def):
+    """Names of what a GraphDef's function library compiles with XLA (`jit_compile`):
+    functions marked `_XlaMustCompile`, and call nodes so marked."""
+    functions = graph_def.library.function
+    return ([f.signature.name for f in functions if f.attr["_XlaMustCompile"].b]
+            + [node.name for f in functions for node in f.node_def
+               if node.attr["_XlaMustCompile"].b])
+
+
 # The longest modules (measured with --durations on 2 cores), started first in this
 # order; then the other modules with `slow` tests, then the rest.
 LONGEST_MODULES = ("test_faults", "test_tuning", "test_multiworker_resume", "test_notebooks",

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import xla_compiled
 from vae_zoo import cli, evaluate, export
 from vae_zoo.models import MODELS, ConditionalVAE, ConvVAE, DenseVAE, DiscreteVAE, FullyConvVAE
 
@@ -286,11 +287,7 @@ def test_exports_hold_no_xla_compiled_function(exported):
 
     for family, (model, folder, _, _) in exported.items():
         saved = saved_model_pb2.SavedModel.FromString((folder / "saved_model.pb").read_bytes())
-        graph = saved.meta_graphs[0].graph_def
-        compiled = [f.signature.name for f in graph.library.function
-                    if f.attr["_XlaMustCompile"].b]
-        compiled += [node.name for f in graph.library.function for node in f.node_def
-                     if node.attr["_XlaMustCompile"].b]
+        compiled = xla_compiled(saved.meta_graphs[0].graph_def)
         assert not compiled, (family, compiled[:3])
 
 

@@ -7,7 +7,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from scipy import stats
 
-from conftest import assert_same_outputs, tiny_dense
+from conftest import assert_same_outputs, tiny_dense, xla_compiled
 from vae_zoo import heads, objectives, priors
 
 B = 4
@@ -572,12 +572,6 @@ def test_bernoulli_draws_gradient_and_unknown_shapes():
                                rtol=1e-6, atol=1e-4)
 
 
-def _xla_functions(graph_def):
-    """Names of the functions of a graph's library compiled by XLA (`jit_compile`)."""
-    return [f.signature.name for f in graph_def.library.function
-            if f.attr["_XlaMustCompile"].b]
-
-
 def test_fused_likelihoods_compile_only_what_is_traced_inside():
     """Within `fused_likelihoods()` the Bernoulli head's draws are scored by one
     XLA-compiled function; outside (training steps, serving signatures: TF Serving runs
@@ -589,7 +583,7 @@ def test_fused_likelihoods_compile_only_what_is_traced_inside():
         return tf.function(lambda: head.log_prob_of_draws(head(params), x, 2)) \
             .get_concrete_function().graph.as_graph_def()
 
-    assert not _xla_functions(traced())
+    assert not xla_compiled(traced())
     with heads.fused_likelihoods():
-        assert _xla_functions(traced())
-    assert not _xla_functions(traced())
+        assert xla_compiled(traced())
+    assert not xla_compiled(traced())

@@ -52,6 +52,11 @@ def _tile_batch(t, multiples):
     return tf.tile(t, [multiples] + [1] * (t.shape.rank - 1))
 
 
+def _log_weights(terms):
+    """log p(x|z_k) + log p(z_k) − log q(z_k|x) from `importance_terms`' dict."""
+    return terms["log_likelihood"] + terms["log_prior"] - terms["log_posterior"]
+
+
 def _serialize(obj):
     return keras.saving.serialize_keras_object(obj)
 
@@ -271,8 +276,7 @@ class VAE(keras.Model):
 
     def log_importance_weights(self, x, num_samples, y=None, seed=None):
         """log p(x|z_k) + log p(z_k) − log q(z_k|x) for K samples z_k ~ q: `[K, B]`."""
-        terms = self.importance_terms(x, num_samples, y, seed)
-        return terms["log_likelihood"] + terms["log_prior"] - terms["log_posterior"]
+        return _log_weights(self.importance_terms(x, num_samples, y, seed))
 
     def importance_weights_of(self, x, y=None):
         """`fn(k, seed) -> [k, B]`: `log_importance_weights(x, k, y, seed)` for one batch
@@ -290,8 +294,7 @@ class VAE(keras.Model):
 
         def log_weights(num_samples, seed):
             z = q.sample(num_samples, seed=self.draw_seed(seed))
-            terms = self.score_latents(x, q, z, y)
-            return terms["log_likelihood"] + terms["log_prior"] - terms["log_posterior"]
+            return _log_weights(self.score_latents(x, q, z, y))
 
         return log_weights
 
