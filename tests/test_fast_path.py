@@ -12,10 +12,11 @@ import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from conftest import binary_data, tiny_dense
+from conftest import binary_data, tiny_dense, xla_compiled
 from vae_zoo import evaluate, heads, recipes
 from vae_zoo.models import ConditionalVAE
 from vae_zoo.models.base import AUTO_STEPS_PER_EXECUTION
+from vae_zoo.models.compiled_step import OneBatchSizeXla
 
 # About the compiled step: compile's jit_compile="auto" keeps XLA here (see conftest).
 pytestmark = pytest.mark.xla
@@ -181,3 +182,42 @@ def test_mixed_precision_trains_with_float32_distributions():
         assert np.isfinite(history.history["loss"]).all()
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+def test_one_batch_size_xla_compiles_the_first_size_only():
+    def step(data):
+        return {"total": tf.reduce_sum(data)}
+
+    dispatch = OneBatchSizeXla(step, lambda data: tf.shape(data)[0])
+    run = tf.function(dispatch, input_signature=[tf.TensorSpec([None, 3], tf.float32)])
+    sizes = [4, 4, 2, 4, 1]
+    totals = [float(run(tf.ones([n, 3]))["total"]) for n in sizes]
+    assert totals == [3.0 * n for n in sizes]
+    assert int(dispatch.size) == 4
+    assert (int(dispatch.compiled_steps), int(dispatch.plain_steps)) == (3, 2)
+    assert dispatch.compiled.experimental_get_tracing_count() == 1
+    assert dispatch.plain.experimental_get_tracing_count() == 1  # the step, traced once
+    assert xla_compiled(run.get_concrete_function().graph.as_graph_def())
+
+
+def test_a_partial_last_batch_runs_the_plain_step_not_a_second_compilation():
+    """70 examples in batches of 16 with validation: XLA compiles the training and the
+    test step for batches of 16 only; the short batch of each epoch runs the plain
+    step; each step is traced once. A model compiled without XLA has no compiled
+    step."""
+    x = binary_data(70)
+    model = tiny_dense()
+    model.compile(optimizer="adam")  # defaults: XLA, 32 steps per call
+    model.fit(x, validation_data=x[:20], batch_size=16, epochs=3, verbose=0)
+    steps = model.__dict__["_vae_zoo_steps"]
+    assert [int(steps["train"].size), int(steps["test"].size)] == [16, 16]
+    assert (int(steps["train"].compiled_steps), int(steps["train"].plain_steps)) == (12, 3)
+    assert (int(steps["test"].compiled_steps), int(steps["test"].plain_steps)) == (3, 3)
+    # each step traced once (compile builds the optimizer: a step that created its
+    # slots would be traced again)
+    assert [steps[k].plain.experimental_get_tracing_count() for k in steps] == [1, 1]
+    assert model.jit_compile is True
+    plain = tiny_dense()
+    plain.compile(optimizer="adam", jit_compile=False)
+    plain.fit(x, batch_size=16, epochs=1, verbose=0)
+    assert plain.__dict__["_vae_zoo_steps"]["train"] is None

@@ -20,6 +20,7 @@ import tensorflow_probability as tfp
 
 from vae_zoo import objectives
 from vae_zoo.models import arrays, training_objectives
+from vae_zoo.models.compiled_step import OneBatchSizeXla
 from vae_zoo.models.training_objectives import OBJECTIVES  # noqa: F401  (the registry)
 from vae_zoo.registry import Registry
 from vae_zoo.schedules import BetaSchedule
@@ -476,11 +477,12 @@ class VAE(keras.Model):
 
     def _compile_auxiliary_parts(self):
         parts = self.auxiliary_parts()
-        if not parts:
-            return
         with self.distribute_strategy.scope():
-            # Keras would build the main optimizer on every trainable variable.
-            if not self.optimizer.built:
+            # Built here, not in the first trace of the training step: a step that
+            # creates the optimizer's slots is traced a second time (tf.function
+            # retraces a function that created variables). Keras would also build
+            # the main optimizer on every trainable variable, parts' included.
+            if (self.built or parts) and not self.optimizer.built:
                 self.optimizer.build(self.main_variables())
             for name, part in parts.items():
                 optimizer = self.make_auxiliary_optimizer(name)
@@ -541,7 +543,46 @@ class VAE(keras.Model):
         if getattr(self, "optimizer", None) is not None:
             self.make_train_function(force=True)
 
+    def make_train_function(self, force=False):
+        """Keras' train function; with `jit_compile`, its step is compiled by XLA for
+        one batch size (`compiled_step.OneBatchSizeXla`), so a partial last batch
+        costs a plain step, not a second compilation."""
+        if self.train_function is not None and not force:
+            return self.train_function
+        return self._make_step_function("train", self._train_step, super().make_train_function)
+
+    def make_test_function(self, force=False):
+        """Keras' test function; its step compiled as `make_train_function`'s."""
+        if self.test_function is not None and not force:
+            return self.test_function
+        return self._make_step_function("test", self._test_step, super().make_test_function)
+
+    def _make_step_function(self, kind, step, make):
+        """Keras' `make` without XLA around a step that compiles itself when the model
+        is compiled with XLA."""
+        steps = self.__dict__.setdefault("_vae_zoo_steps", {})
+        xla = bool(self.jit_compile) and not self.run_eagerly
+        steps[kind] = OneBatchSizeXla(step, self._batch_size_of) if xla else None
+        if not xla:
+            return make(force=True)
+        self.jit_compile = False  # Keras' own function: the step inside is compiled
+        try:
+            return make(force=True)
+        finally:
+            self.jit_compile = True
+
+    def _batch_size_of(self, data):
+        return tf.shape(self.unpack_inputs(data)[0])[0]
+
     def train_step(self, data):
+        step = self.__dict__.get("_vae_zoo_steps", {}).get("train")
+        return step(data) if step is not None else self._train_step(data)
+
+    def test_step(self, data):
+        step = self.__dict__.get("_vae_zoo_steps", {}).get("test")
+        return step(data) if step is not None else self._test_step(data)
+
+    def _train_step(self, data):
         inputs = self.unpack_inputs(data)
         if self.beta_schedule is not None:
             self.beta.assign(self.beta_schedule(self.optimizer.iterations))
@@ -568,7 +609,7 @@ class VAE(keras.Model):
             optimizers[name].apply(tape.gradient(auxiliary[name], variables), variables)
         return self._update_metrics(terms)
 
-    def test_step(self, data):
+    def _test_step(self, data):
         return self._update_metrics(self.compute_terms(self.unpack_inputs(data), training=False))
 
     @property
