@@ -111,6 +111,66 @@ def test_checkpoint_round_trip_keeps_the_previous_one_and_restores_the_step(tmp_
     assert history.epoch == [3]
 
 
+class _Scores(keras.callbacks.Callback):
+    """Puts `scores[epoch]` into the epoch logs as "score" and keeps each epoch's weights."""
+
+    def __init__(self, scores):
+        super().__init__()
+        self.scores, self.weights = scores, []
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["score"] = self.scores[epoch]
+        self.weights.append([v.numpy() for v in self.model.weights])
+
+
+def test_the_best_scored_checkpoint_is_kept_and_saved_as_a_model(tmp_path):
+    model = _compiled()
+    scores = _Scores([3.0, 1.0, float("nan"), 2.0, 5.0])
+    model.fit(X, batch_size=4, epochs=5, verbose=0,
+              callbacks=[scores, EpochCheckpoint(tmp_path, monitor="score")])
+    meta = json.loads((tmp_path / "training_metadata.json").read_text())
+    assert (meta["epoch"], meta["previous"]["epoch"]) == (5, 4)
+    assert meta["best"] == {"epoch": 2, "weights": "epoch-2.weights.h5", "score": 1.0,
+                            "sha256": checkpointing.sha256(tmp_path / "epoch-2.weights.h5")}
+    assert sorted(p.name for p in tmp_path.glob("*.weights.h5")) == [
+        "epoch-2.weights.h5", "epoch-4.weights.h5", "epoch-5.weights.h5"]
+    path = checkpointing.save_best_model(model, tmp_path, tmp_path / "best.keras")
+    assert path == tmp_path / "best.keras" and not list(tmp_path.glob("partial-*"))
+    best = keras.models.load_model(path)
+    for a, b in zip(scores.weights[1], best.weights):
+        np.testing.assert_array_equal(a, b)
+    assert int(best.optimizer.iterations.numpy()) == 8  # the optimizer of epoch 2
+    # no monitor: no best, no model
+    assert checkpointing.save_best_model(model, tmp_path / "none", tmp_path / "b.keras") is None
+    checkpointing.save_checkpoint(model, tmp_path / "plain", 1)
+    assert checkpointing.checkpoint_metadata(tmp_path / "plain")["best"] is None
+
+
+def test_the_best_checkpoint_survives_a_resume_unless_its_epoch_is_done_again(tmp_path):
+    model = _compiled()
+    for epoch, score in [(1, 2.0), (2, 1.0), (3, 3.0)]:
+        checkpointing.save_checkpoint(model, tmp_path, epoch, score=score)
+    checkpointing.save_checkpoint(model, tmp_path, 3, score=4.0)  # epoch 3 again: 2 stays
+    assert checkpointing.checkpoint_metadata(tmp_path)["best"]["epoch"] == 2
+    checkpointing.save_checkpoint(model, tmp_path, 4, score=0.5)
+    checkpointing.save_checkpoint(model, tmp_path, 4, score=1.5)  # a best of a redone epoch
+    best = checkpointing.checkpoint_metadata(tmp_path)["best"]
+    assert (best["epoch"], best["score"]) == (4, 1.5)
+
+
+def test_a_damaged_best_checkpoint_is_named_and_no_model_written(tmp_path):
+    model = _compiled()
+    checkpointing.save_checkpoint(model, tmp_path, 1, score=1.0)
+    checkpointing.save_checkpoint(model, tmp_path, 2, score=2.0)
+    (tmp_path / "epoch-1.weights.h5").write_bytes(b"junk")
+    said = []
+    assert checkpointing.save_best_model(model, tmp_path, tmp_path / "best.keras",
+                                         log=said.append) is None
+    assert said == [f"best checkpoint {tmp_path / 'epoch-1.weights.h5'} is damaged (checksum "
+                    "mismatch); best.keras not written"]
+    assert not (tmp_path / "best.keras").exists()
+
+
 @pytest.mark.parametrize("damage", ["truncated", "flipped", "missing"])
 def test_a_damaged_checkpoint_falls_back_to_the_previous_one(damage, tmp_path):
     model = _compiled()

@@ -23,7 +23,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 from vae_zoo.training import distribute
 from vae_zoo.training.checkpointing import (
@@ -120,22 +119,14 @@ def _resume_decision(staging, recipe, resume, restart):
 
 
 def cut_history(path, epochs):
-    """Keep the header and the first `epochs` rows of a CSV log; the best val_loss in
-    them (None if there is none)."""
+    """Keep the header and the first `epochs` rows of a CSV log."""
     if not path.is_file():
-        return None
+        return
     lines = path.read_text().splitlines(keepends=True)
     kept = lines[: 1 + epochs]
     if kept and not kept[-1].endswith("\n"):
         kept = kept[:-1]  # a row cut off by the kill
     path.write_text("".join(kept))
-    header = kept[0].rstrip("\n").split(",") if kept else []
-    if "val_loss" not in header:
-        return None
-    column = header.index("val_loss")
-    values = [float(row.split(",")[column]) for row in kept[1:]]
-    finite = [v for v in values if np.isfinite(v)]
-    return min(finite) if finite else None
 
 
 def _finish_interrupted(output, overwrite) -> bool:

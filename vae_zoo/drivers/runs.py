@@ -27,8 +27,9 @@ epoch (history.csv is cut back to the epochs the checkpoint holds, so no epoch i
 or counted twice); a damaged checkpoint falls back to the previous one. A rerun whose
 recipe differs stops with one line naming the changes: `resume=True` continues with
 changed training-only keys (`run_folder.RESUMABLE_CHANGES`), `restart=True` discards the
-checkpoint. `best.keras` (lowest `val_loss` so far) is also kept, written atomically,
-and ends in the run folder. Finishing (results flushed and marked finished, then the
+checkpoint. The checkpoint of the epoch with the lowest `val_loss` so far is kept as
+well, and `best.keras` is made from it when training ends (or stops on divergence),
+written atomically, and ends in the run folder. Finishing (results flushed and marked finished, then the
 move into place, swapping an old folder out last) is recoverable at every step: the
 same command completes it without training again.
 
@@ -73,8 +74,8 @@ from vae_zoo.training.callbacks import (
     CollapseDiagnostics, EpochCSVLogger, ImageGrids, ProgressBar, StopOnNaN,
 )
 from vae_zoo.training.checkpointing import (  # noqa: F401 (TrainingDiverged: re-exported)
-    AtomicModelCheckpoint, DamagedCheckpoint, EpochCheckpoint, TrainingDiverged, check_finite,
-    checkpoint_metadata, restore_checkpoint, write_json,
+    DamagedCheckpoint, EpochCheckpoint, TrainingDiverged, check_finite, checkpoint_metadata,
+    restore_checkpoint, save_best_model, write_json,
 )
 
 RUNS_DIR = "runs"
@@ -149,19 +150,16 @@ def _fit_callbacks(recipe, model, staging, x_test, y_test, resumed_epoch, chief)
     """The recipe's callbacks in order: the divergence guard first (nothing after it
     runs on a diverged batch or epoch); the CSV row of an epoch before its checkpoint,
     so a resumed run cuts history.csv back to the checkpoint and loses no row."""
-    best = None
     if resumed_epoch:
-        best = run_folder.cut_history(staging / "history.csv", resumed_epoch)
+        run_folder.cut_history(staging / "history.csv", resumed_epoch)
     chosen = [StopOnNaN()] + _monitoring_callbacks(recipe, model, x_test, y_test, staging) + [
         EpochCSVLogger(str(staging / "history.csv"), append=bool(resumed_epoch)),
         keras.callbacks.TensorBoard(log_dir=str(staging / "logs")),
         ProgressBar(),  # Keras' bar, not past the epoch's steps (steps_per_execution)
     ]
-    if chief:
-        chosen.append(AtomicModelCheckpoint(staging / "best.keras", monitor="val_loss",
-                                            save_best_only=True, initial_value_threshold=best))
-    # every worker saves; only the chief's staging folder is kept
-    return chosen + [EpochCheckpoint(run_folder.checkpoint_folder(staging))]
+    # every worker saves; only the chief's staging folder is kept. The lowest val_loss
+    # keeps its epoch's checkpoint: best.keras is made from it when training ends.
+    return chosen + [EpochCheckpoint(run_folder.checkpoint_folder(staging), monitor="val_loss")]
 
 
 def _write_results(recipe, model, staging, x_test, labels, y_test, verbose):
@@ -315,20 +313,34 @@ def _train_in(recipe, strategy, chief, staging, checkpoint, output, verbose, cal
         epoch = _restore(model, strategy, checkpoint, recipe) or 0
         print(f"resuming {output} after epoch {epoch} from {checkpoint}", flush=True)
     write_json(staging / "recipe.json", recipe)
-    model.fit(
-        distribute.shard(train_ds),
-        validation_data=distribute.shard(model_inputs(test_ds, model)),
-        epochs=recipe["train"]["epochs"],
-        initial_epoch=epoch,
-        callbacks=_fit_callbacks(recipe, model, staging, x_test, y_test, epoch, chief)
-        + list(callbacks),
-        verbose=verbose,
-        shuffle=False,  # the dataset reshuffles itself every epoch
-    )
+
+    def best():
+        save_best_model(model, run_folder.checkpoint_folder(staging), staging / "best.keras",
+                        log=lambda line: print(line, flush=True))
+
+    try:
+        model.fit(
+            distribute.shard(train_ds),
+            validation_data=distribute.shard(model_inputs(test_ds, model)),
+            epochs=recipe["train"]["epochs"],
+            initial_epoch=epoch,
+            callbacks=_fit_callbacks(recipe, model, staging, x_test, y_test, epoch, chief)
+            + list(callbacks),
+            verbose=verbose,
+            shuffle=False,  # the dataset reshuffles itself every epoch
+        )
+    except TrainingDiverged:
+        if chief:  # the best model so far, beside the kept checkpoint
+            try:
+                best()
+            except (OSError, tf.errors.OpError) as error:
+                print(f"best.keras not written: {describe_error(error)}", flush=True)
+        raise
     check_finite(model, recipe["train"]["epochs"])
     model.save(staging / "model.keras")  # on every worker, as tf.distribute asks
     if chief:
         _write_results(recipe, model, staging, x_test, labels, y_test, verbose)
+        best()  # last: it loads the best epoch's weights into the model
 
 
 def describe_error(error) -> str:

@@ -14,7 +14,9 @@
   until the new one is written, flushed and verified; a damaged checkpoint falls back
   to the previous one. Under several workers every worker saves (the chief into the
   checkpoint folder, the others into their own temporary folders) and every worker
-  restores the chief's.
+  restores the chief's. Given a metric to `monitor`, the checkpoint of the best epoch
+  so far is kept too (its file is already written: nothing more per epoch), and
+  `save_best_model` makes a `.keras` model of it once, when training ends.
 - `AtomicModelCheckpoint`: `keras.callbacks.ModelCheckpoint` that refuses non-finite
   weights, writes beside the target, flushes and renames into place.
 """
@@ -244,12 +246,17 @@ def _verify(path, digest=None) -> str | None:
     return None
 
 
-def save_checkpoint(model, directory, epoch, keep_previous=True):
+def save_checkpoint(model, directory, epoch, keep_previous=True, score=None):
     """Write the model's and optimizer's variables as checkpoint `epoch` of `directory`.
 
     The weights file is written, flushed and verified first; then the metadata (epoch,
-    file, SHA-256, and the previous checkpoint's entry) replaces the old one atomically;
-    only then are files older than the previous checkpoint removed.
+    file, SHA-256, the previous checkpoint's entry and the best one's) replaces the old
+    one atomically; only then are files of no kept checkpoint removed.
+
+    `score`: the monitored metric of this epoch (lower is better; None: not scored).
+    The best-scored checkpoint is kept, with its score, as the metadata's `best`; a
+    best entry of this epoch or a later one (left by an epoch that is being done
+    again after a resume) is dropped.
     """
     check_finite(model, epoch)
     directory = Path(directory)
@@ -262,14 +269,48 @@ def save_checkpoint(model, directory, epoch, keep_previous=True):
     if problem:
         raise OSError(f"checkpoint {directory / name} was written but is {problem}")
     entry = {"epoch": int(epoch), "weights": name, "sha256": sha256(directory / name)}
-    previous = None
+    previous = best = None
     if keep_previous and old is not None and old["weights"] != name:
         previous = {k: old.get(k) for k in ("epoch", "weights", "sha256")}
-    write_json_atomic(directory / METADATA, {**entry, "previous": previous}, indent=2)
-    kept = {name} | ({previous["weights"]} if previous else set())
+    if old is not None and isinstance(old.get("best"), dict) and old["best"]["epoch"] < epoch:
+        best = old["best"]
+    if score is not None and math.isfinite(float(score)) and (
+            best is None or float(score) < best["score"]):
+        best = {**entry, "score": float(score)}
+    write_json_atomic(directory / METADATA, {**entry, "previous": previous, "best": best},
+                      indent=2)
+    kept = {name} | {e["weights"] for e in (previous, best) if e}
     for stale in directory.glob("*.weights.h5"):
         if stale.name not in kept:
             stale.unlink(missing_ok=True)
+
+
+def save_best_model(model, directory, path, log=print):
+    """Save the best checkpoint of `directory` as the `.keras` model `path`; the path,
+    or None when there is no best checkpoint.
+
+    Loads the checkpoint's weights into `model` (so call it last), checks them finite
+    and writes beside `path`, flushes and renames into place. A damaged best checkpoint
+    is named through `log` and nothing is written.
+    """
+    meta = checkpoint_metadata(directory)
+    best = meta.get("best") if meta else None
+    if not isinstance(best, dict):
+        return None
+    weights = Path(directory) / best["weights"]
+    problem = _verify(weights, best.get("sha256"))
+    if problem:
+        log(f"best checkpoint {weights} is damaged ({problem}); {Path(path).name} not written")
+        return None
+    model.load_weights(weights)
+    check_finite(model, best["epoch"])
+    path = Path(path)
+    partial = path.with_name("partial-" + path.name)
+    model.save(partial)
+    fsync_file(partial)
+    os.replace(partial, path)
+    fsync_folder(path.parent)
+    return path
 
 
 def restore_checkpoint(model, directory, log=print):
@@ -307,7 +348,9 @@ def restore_checkpoint(model, directory, log=print):
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
-    """Saves a verified checkpoint at the end of every epoch (`save_checkpoint`).
+    """Saves a verified checkpoint at the end of every epoch (`save_checkpoint`), and
+    keeps the one with the lowest `monitor` (an epoch log, e.g. "val_loss"), if given,
+    for `save_best_model`.
 
     Restore with `restore_checkpoint` before `fit` and pass the epoch it returns as
     `fit(initial_epoch=...)`. Under several workers give the chief the checkpoint folder
@@ -315,12 +358,14 @@ class EpochCheckpoint(keras.callbacks.Callback):
     tolerance asks), only the chief's is kept.
     """
 
-    def __init__(self, directory):
+    def __init__(self, directory, monitor=None):
         super().__init__()
         self.directory = Path(directory)
+        self.monitor = monitor
 
     def on_epoch_end(self, epoch, logs=None):
-        save_checkpoint(self.model, self.directory, epoch + 1)
+        score = (logs or {}).get(self.monitor) if self.monitor else None
+        save_checkpoint(self.model, self.directory, epoch + 1, score=score)
 
 
 class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
