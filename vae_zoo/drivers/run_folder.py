@@ -23,7 +23,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 from vae_zoo.training import distribute
 from vae_zoo.training.checkpointing import (
     FileLock, checkpoint_metadata, fsync_folder, fsync_tree, write_json_atomic,

@@ -29,9 +29,9 @@ recipe differs stops with one line naming the changes: `resume=True` continues w
 changed training-only keys (`run_folder.RESUMABLE_CHANGES`), `restart=True` discards the
 checkpoint. The checkpoint of the epoch with the lowest `val_loss` so far is kept as
 well, and `best.keras` is made from it when training ends (or stops on divergence),
-written atomically, and ends in the run folder. Finishing (results flushed and marked finished, then the
-move into place, swapping an old folder out last) is recoverable at every step: the
-same command completes it without training again.
+written atomically, and ends in the run folder. Finishing (results flushed and marked
+finished, then the move into place, swapping an old folder out last) is recoverable at
+every step: the same command completes it without training again.
 
 NaN safety: a batch whose loss is NaN or infinite, or an epoch whose weights or
 optimizer slots are not finite, stops training at once (`TrainingDiverged`, a
