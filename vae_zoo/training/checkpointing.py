@@ -3,7 +3,8 @@
 - `write_json`, `write_json_atomic`: strict JSON (NaN and infinities become `null`);
   the atomic form writes a temporary file, flushes it to disk and renames it over the
   target (readers see the old file or the new one, never half of one).
-- `fsync_file`, `fsync_tree`, `fsync_folder`: make written files and renames durable.
+- `fsync_file`, `fsync_tree`, `fsync_folder`: make written files and renames durable;
+  `move_into_place`: a written file flushed and renamed over its target, durably.
 - `FileLock`: an operating-system lock (`flock`) held while one process writes a
   folder; it ends with the process, however that ends, so a reused PID or a reboot
   never leaves a folder locked, and it records host, PID and start time for messages.
@@ -101,6 +102,13 @@ def fsync_file(path):
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def move_into_place(partial, path):
+    """Flush the written file `partial` to disk and rename it over `path`, durably."""
+    fsync_file(partial)
+    os.replace(partial, path)
+    fsync_folder(Path(path).parent)
 
 
 def fsync_tree(root):
@@ -307,9 +315,7 @@ def save_best_model(model, directory, path, log=print):
     path = Path(path)
     partial = path.with_name("partial-" + path.name)
     model.save(partial)
-    fsync_file(partial)
-    os.replace(partial, path)
-    fsync_folder(path.parent)
+    move_into_place(partial, path)
     return path
 
 
@@ -381,6 +387,4 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
         check_finite(self.model, epoch + 1)
         super().on_epoch_end(epoch, logs)
         if os.path.exists(self.filepath):
-            fsync_file(self.filepath)
-            os.replace(self.filepath, self.final_path)
-            fsync_folder(self.final_path.parent)
+            move_into_place(self.filepath, self.final_path)
