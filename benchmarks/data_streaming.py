@@ -151,9 +151,15 @@ def main() -> None:
     if args.child:
         child(args.child, args.budget, args.output)
         return
+    from machine import describe, environment
+
+    env = environment()
     budgets = {"stream": "0", "cache": "default"}
+    rows = []
+    print(describe(env), file=sys.stderr)
     print(f"{'images':>8} {'mode':>7} {'write s':>8} {'scan s':>7} {'epoch 1 s':>10} "
-          f"{'epoch 2 s':>10} {'ex/s 1':>8} {'ex/s 2':>8} {'peak RSS MiB':>13}", flush=True)
+          f"{'epoch 2 s':>10} {'ex/s 1':>8} {'ex/s 2':>8} {'peak RSS MiB':>13}",
+          file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for size in (int(s) for s in args.sizes.split(",")):
             folder = Path(tmp) / f"png{size}"
@@ -163,7 +169,9 @@ def main() -> None:
                 (e1, e2), (x1, x2) = r["epoch_s"], r["examples_per_s"]
                 print(f"{size:>8} {mode:>7} {write:>8.1f} {r['scan_s']:>7.1f} {e1:>10.1f} "
                       f"{e2:>10.1f} {x1:>8.0f} {x2:>8.0f} {r['peak_rss_mib']:>13.0f}",
-                      flush=True)
+                      file=sys.stderr, flush=True)
+                rows.append({"images": size, "mode": mode, "write_s": write, **r})
+    print(json.dumps({"benchmark": "data_streaming", "results": rows, **env}))
 
 
 if __name__ == "__main__":

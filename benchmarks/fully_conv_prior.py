@@ -72,6 +72,7 @@ import numpy as np  # noqa: E402
 
 from vae_zoo import data, evaluate  # noqa: E402
 from vae_zoo.models import FullyConvVAE  # noqa: E402
+from machine import environment  # noqa: E402
 
 PRIORS = {
     "standard_normal": "standard_normal",
@@ -165,6 +166,7 @@ def main(argv=None):
         "latent_channels": args.latent_channels,
         "iw_samples": args.iw_samples,
         "results": results,
+        **environment(),
     }))
 
 

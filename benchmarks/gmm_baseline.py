@@ -98,6 +98,7 @@ import tensorflow_probability as tfp  # noqa: E402
 
 from vae_zoo import data, objectives  # noqa: E402
 from vae_zoo.models import GaussianMixture  # noqa: E402
+from machine import environment  # noqa: E402
 
 CONFIGS = [
     dict(num_components=10, covariance_type="diagonal", max_iter=200),
@@ -262,6 +263,7 @@ def main(argv=None):
         "skipped": SKIPPED,
         "tensorflow": tf.__version__,
         "cpu_count": os.cpu_count(),
+        **environment(),
     }))
 
 

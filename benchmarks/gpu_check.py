@@ -118,15 +118,12 @@ def tail(text, chars=600):
 
 
 def machine():
-    model = None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"platform": platform.platform(), "cpu": model, "cpu_count": os.cpu_count(),
+    """The host: platform, CPU model and vector ISA (`machine.cpu`, no TensorFlow import),
+    CPUs, Python."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from machine import cpu
+
+    return {"platform": platform.platform(), **cpu(), "cpu_count": os.cpu_count(),
             "python": platform.python_version()}
 
 

@@ -86,6 +86,7 @@ import tensorflow as tf  # noqa: E402
 
 from vae_zoo import data  # noqa: E402
 from vae_zoo.models import DenseVAE, DiscreteVAE  # noqa: E402
+from machine import environment  # noqa: E402
 
 NUM_LATENTS, NUM_CATEGORIES, HIDDEN = 20, 10, (512, 256)
 # The unbiased, low-variance estimator the others are measured against.
@@ -314,6 +315,7 @@ def main(argv=None):
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "cpu_count": os.cpu_count(),
+        **environment(),
     }))
 
 

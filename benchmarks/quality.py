@@ -49,6 +49,7 @@ from vae_zoo import data, evaluate  # noqa: E402
 from vae_zoo.training.callbacks import KLAnnealing  # noqa: E402
 from vae_zoo.models import DenseVAE  # noqa: E402
 from vae_zoo.models.hierarchical import HierarchicalVAE  # noqa: E402
+from machine import environment  # noqa: E402
 
 VAMP = {"prior": {"name": "vamp", "num_components": 500}}
 IAF = {"posterior": {"name": "iaf", "num_steps": 2, "hidden_units": [320, 320],
@@ -216,6 +217,7 @@ def main(argv=None):
         "summary": summary,
         "vae_zoo": vae_zoo.__version__,
         "keras": keras.__version__,
+        **environment(),
     }))
 
 

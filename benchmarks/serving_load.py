@@ -216,7 +216,9 @@ def main(argv=None):
     ] + [f"  {name:<16}{v['count']:>5} requests, p50 {v['p50_ms']:.2f} ms"
          for name, v in result["per_signature"].items()]
     print("\n".join(table), file=sys.stderr)
-    print(json.dumps(result))
+    from machine import environment
+
+    print(json.dumps({**result, **environment()}))
     return 1 if result["errors"] or result["mismatches"] else 0
 
 

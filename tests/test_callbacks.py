@@ -10,6 +10,9 @@ import tensorflow as tf
 
 from vae_zoo import callbacks
 from vae_zoo.models import DenseVAE
+from vae_zoo.schedules import BetaSchedule
+
+pytestmark = pytest.mark.numerics  # rerun on other CPUs' code paths (.ci/run)
 
 SCHEDULES = callbacks.SCHEDULES
 
@@ -66,6 +69,41 @@ def test_cyclical_schedule_with_beta_min():
     assert fn(0, **options) == pytest.approx(0.2)
     assert fn(25, **options) == pytest.approx(0.2)
     assert fn(6.25, **options) == pytest.approx(0.6)
+
+
+def _fu_et_al(t, total, cycles, ratio):
+    """Fu et al. 2019, eq. 6, for t = 1, 2, ...: τ = mod(t − 1, ⌈T/M⌉) / (T/M), β = f(τ)
+    = τ/R while τ <= R, else 1."""
+    tau = ((t - 1) % math.ceil(total / cycles)) / (total / cycles)
+    return min(tau / ratio, 1.0)
+
+
+@pytest.mark.parametrize("total, cycles", [(10, 4), (100, 4), (7, 3), (12, 5)])
+def test_cyclical_periods_are_whole_steps_as_in_fu_et_al(total, cycles):
+    """When M does not divide T, each period is ⌈T/M⌉ steps (the last one shorter)."""
+    schedule = BetaSchedule("cyclical", beta_max=1.0, total_steps=total, cycles=cycles,
+                            ratio=0.5)
+    got = [schedule(step) for step in range(total)]
+    np.testing.assert_allclose(got, [_fu_et_al(t, total, cycles, 0.5) for t in range(1, total + 1)],
+                               rtol=1e-12, atol=1e-12)
+    restarts = [step for step in range(total) if got[step] == 0.0]
+    assert restarts == list(range(0, total, math.ceil(total / cycles)))
+
+
+def test_cyclical_schedule_needs_the_length_of_the_run():
+    with pytest.raises(ValueError, match=r"^the cyclical schedule needs total_steps .* of at "
+                                         r"least cycles = 4, got 0$"):
+        BetaSchedule("cyclical")
+    with pytest.raises(ValueError, match="got 3$"):
+        BetaSchedule("cyclical", total_steps=3, cycles=4)
+    assert BetaSchedule("cyclical", total_steps=4, cycles=4)(0) == 0.0
+
+
+@pytest.mark.parametrize("schedule", ["linear", "sigmoid"])
+def test_no_warmup_means_beta_max_from_the_first_step(schedule):
+    beta = BetaSchedule(schedule, beta_min=0.25, beta_max=2.0, warmup_steps=0)
+    assert [beta(step) for step in (0, 1, 50)] == [2.0, 2.0, 2.0]
+    assert float(beta(tf.constant(0, tf.int64))) == 2.0  # the compiled step's path too
 
 
 def test_constant_schedule():

@@ -11,6 +11,8 @@ from conftest import binary_data
 from vae_zoo import data, evaluate
 from vae_zoo.models import MODELS, ConditionalGaussianPrior, ConditionalVAE
 
+pytestmark = pytest.mark.numerics  # rerun on other CPUs' code paths (.ci/run)
+
 LEARNED = {"name": "conditional_gaussian", "hidden_units": [8]}
 
 

@@ -12,6 +12,8 @@ from conftest import binary_data
 from vae_zoo import evaluate, heads, priors, recipes
 from vae_zoo.models import MODELS, DiscreteVAE
 
+pytestmark = pytest.mark.numerics  # rerun on other CPUs' code paths (.ci/run)
+
 
 def tiny_discrete(input_shape=(4,), num_latents=1, num_categories=3, hidden_units=(8,),
                   decoder_gain=1.0, **kwargs):

@@ -149,6 +149,40 @@ def test_sap_continuous_and_seeds():
     assert once == again != dm.mig(representation("rotated"), GRID, 5, num_train=500)
 
 
+def test_factor_vae_prunes_on_the_standard_deviation_as_disentanglement_lib():
+    """disentanglement_lib's study prunes dimensions with sqrt(variance) < 0.05: a
+    perfect code at scale 0.1 (variance 0.01) keeps every dimension and scores 1; one
+    dimension at 0.04 is pruned, one at 0.06 kept."""
+    def scaled(scales):
+        return lambda o: (o - MEAN) / STD * np.asarray(scales)
+
+    kwargs = dict(random_state=0, num_train=300, num_eval=200, num_variance_estimate=3000)
+    small = dm.factor_vae_score(scaled([0.1, 0.1, 0.1, 0.1]), GRID, **kwargs)
+    assert small["factor_vae_active_dims"] == 4 and small["factor_vae_eval_accuracy"] > 0.99
+    mixed = dm.factor_vae_score(scaled([0.04, 0.06, 0.2, 1.0]), GRID, **kwargs)
+    assert mixed["factor_vae_active_dims"] == 3
+
+
+def test_sap_scores_a_perfect_code_where_a_one_dimensional_svm_cannot():
+    """The SAP docstring's reason for differing from disentanglement_lib: its linear SVM
+    on one dimension (scikit-learn's LinearSVC, C = 0.01, balanced) scores a code equal
+    to the factors far below 1 on factors of 5 and 8 values; the threshold classifier
+    here scores about 1 on each."""
+    from sklearn import svm
+
+    rng = np.random.default_rng(0)
+    train, test = GRID.sample_factors(3000, rng), GRID.sample_factors(1000, rng)
+    svm_accuracy = []
+    for k in range(K):
+        fitted = svm.LinearSVC(C=0.01, class_weight="balanced", random_state=0)
+        fitted.fit(train[:, [k]], train[:, k])
+        svm_accuracy.append(np.mean(fitted.predict(test[:, [k]]) == test[:, k]))
+    assert min(svm_accuracy[:2]) > 0.95  # 3 and 4 values: the SVM manages
+    assert svm_accuracy[2] < 0.7 and svm_accuracy[3] < 0.5  # 5 and 8: 0.62 and 0.38
+    ours = dm.sap(lambda o: o, GRID, 0, num_train=3000, num_test=1000)
+    assert np.min(np.diag(ours["sap_matrix"])) > 0.98 and ours["sap"] > 0.98
+
+
 def image_moments(x):
     """A hand-made representation of dSprites images: centroid column, centroid row,
     pixel count."""

@@ -12,6 +12,8 @@ from conftest import xla_compiled
 from vae_zoo import evaluate, objectives
 from vae_zoo.models import DenseVAE
 
+pytestmark = pytest.mark.numerics  # rerun on other CPUs' code paths (.ci/run)
+
 N = 1024  # examples for the statistical properties: the model is tiny, this is cheap
 
 

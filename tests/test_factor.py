@@ -23,6 +23,8 @@ from vae_zoo import objectives
 from vae_zoo.models.factor import FactorVAE
 from vae_zoo.training import checkpointing
 
+pytestmark = pytest.mark.numerics  # rerun on other CPUs' code paths (.ci/run)
+
 
 class Deterministic(FactorVAE):
     """z = E_q[z] and a fixed shuffle (odd dimensions swap rows 0↔1, 2↔3, ...: the same

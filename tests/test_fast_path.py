@@ -19,7 +19,7 @@ from vae_zoo.models.base import AUTO_STEPS_PER_EXECUTION
 from vae_zoo.models.compiled_step import OneBatchSizeXla
 
 # About the compiled step: compile's jit_compile="auto" keeps XLA here (see conftest).
-pytestmark = pytest.mark.xla
+pytestmark = [pytest.mark.xla, pytest.mark.numerics]
 
 
 def _train(model, x, jit_compile, steps_per_execution, y=None):

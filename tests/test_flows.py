@@ -13,6 +13,8 @@ from vae_zoo.heads import IAFPosterior, PlanarPosterior
 from vae_zoo.models import DenseVAE
 from vae_zoo.networks import MADE
 
+pytestmark = pytest.mark.numerics  # rerun on other CPUs' code paths (.ci/run)
+
 D = 3
 B = 4
 

@@ -9,6 +9,8 @@ from scipy import special, stats
 
 from vae_zoo.models import GaussianMixture
 
+pytestmark = pytest.mark.numerics  # rerun on other CPUs' code paths (.ci/run)
+
 # Two well-separated, differently shaped 2-D Gaussians with known parameters.
 ALPHA = np.array([0.3, 0.7])
 MU = np.array([[-2.0, 0.0], [3.0, 1.0]])

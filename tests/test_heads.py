@@ -10,6 +10,8 @@ from scipy import stats
 from conftest import assert_same_outputs, tiny_dense, xla_compiled
 from vae_zoo import heads, objectives, priors
 
+pytestmark = pytest.mark.numerics  # rerun on other CPUs' code paths (.ci/run)
+
 B = 4
 EVENT_SHAPES = [(5,), (4, 4, 1)]
 

@@ -15,6 +15,8 @@ from vae_zoo.drivers.recipes import RecipeError
 from vae_zoo.models import MODELS
 from vae_zoo.models.hierarchical import HierarchicalVAE
 
+pytestmark = pytest.mark.numerics  # rerun on other CPUs' code paths (.ci/run)
+
 FLOOR = 1e-4  # the diagonal-Gaussian heads' scale floor
 SCALE = 0.8  # the linear-Gaussian model's likelihood scale
 

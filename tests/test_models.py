@@ -10,6 +10,8 @@ from conftest import assert_same_outputs, binary_data, tiny_dense
 from vae_zoo import heads, networks, priors
 from vae_zoo.models import MODELS, VAE, DenseVAE
 
+pytestmark = pytest.mark.numerics  # rerun on other CPUs' code paths (.ci/run)
+
 
 @pytest.mark.parametrize("input_shape", [(6,), (4, 4, 1), (4, 4, 3)])
 def test_api_shapes(input_shape):

@@ -10,6 +10,8 @@ from scipy import special, stats
 
 from vae_zoo import objectives
 
+pytestmark = pytest.mark.numerics  # rerun on other CPUs' code paths (.ci/run)
+
 tfd = tfp.distributions
 
 

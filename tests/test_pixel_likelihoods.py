@@ -13,6 +13,8 @@ from scipy import special, stats
 from conftest import assert_same_outputs, tiny_dense
 from vae_zoo import heads, objectives
 
+pytestmark = pytest.mark.numerics  # rerun on other CPUs' code paths (.ci/run)
+
 K = np.arange(256)
 VALUES = (K / 255).astype(np.float32)  # the 8-bit grid as the data pipeline gives it
 

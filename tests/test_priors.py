@@ -9,6 +9,8 @@ from scipy import special, stats
 from conftest import assert_same_outputs, tiny_dense
 from vae_zoo import priors
 
+pytestmark = pytest.mark.numerics  # rerun on other CPUs' code paths (.ci/run)
+
 
 @pytest.mark.parametrize("latent_shape", [(3,), (2, 2, 1)])
 def test_standard_normal_shapes(latent_shape):

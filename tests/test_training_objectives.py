@@ -18,6 +18,8 @@ from vae_zoo.drivers.recipes import RecipeError
 from vae_zoo.models import DenseVAE, training_objectives
 from vae_zoo.schedules import CapacitySchedule
 
+pytestmark = pytest.mark.numerics  # rerun on other CPUs' code paths (.ci/run)
+
 tfd = tfp.distributions
 SEED = tf.constant([7, 11], tf.int32)
 
@@ -70,6 +72,49 @@ def test_tc_decomposition_matches_numpy_minibatch_weighted_sampling(full):
     # The three sum to the one-sample estimate of the KL term they decompose.
     total = terms["mutual_info"] + terms["total_correlation"] + terms["dimension_kl"]
     np.testing.assert_allclose(total, log_qz_x - log_prior, rtol=1e-4, atol=1e-4)
+
+
+def _exact_aggregate_terms(z, means, covariances, log_prior):
+    """MI, TC and dimension-wise KL with the exact aggregate posterior of the data
+    `means`, `covariances` (q(z) = (1/N) Σ_j q(z|x_j)), with scipy densities."""
+    n, d = means.shape
+    joint = np.array([[stats.multivariate_normal.logpdf(z[i], means[j], covariances[j])
+                       for j in range(n)] for i in range(len(z))])
+    per_dim = np.array([[[stats.norm.logpdf(z[i, k], means[j, k], np.sqrt(covariances[j, k, k]))
+                          for k in range(d)] for j in range(n)] for i in range(len(z))])
+    log_qz = special.logsumexp(joint, axis=1) - np.log(n)
+    log_prod = (special.logsumexp(per_dim, axis=1) - np.log(n)).sum(-1)
+    return np.diag(joint) - log_qz, log_qz - log_prod, log_prod - log_prior
+
+
+@pytest.mark.parametrize("full", [False, True], ids=["diagonal", "full_covariance"])
+def test_tc_terms_over_the_whole_data_are_offset_by_log_n(full):
+    """At M = N the estimates are the exact terms plus log N, (D − 1) log N and −D log N
+    (the docstring's statement; they do not vanish as M grows)."""
+    rng = np.random.default_rng(3)
+    n, d = 6, 3
+    means, covariances, q = _gaussian_batch(rng, batch=n, d=d, full=full)
+    z = np.asarray(q.sample(seed=[3, 4]), np.float64)
+    log_prior = stats.norm.logpdf(z).sum(-1)
+    terms = aggregate_posterior.total_correlation_terms(
+        q, tf.constant(z, tf.float32), tf.constant(log_prior, tf.float32), dataset_size=n)
+    mi, tc, dim_kl = _exact_aggregate_terms(z, means, covariances, log_prior)
+    log_n = np.log(n)
+    np.testing.assert_allclose(terms["mutual_info"] - mi, log_n, atol=2e-4)
+    np.testing.assert_allclose(terms["total_correlation"] - tc, (d - 1) * log_n, atol=2e-4)
+    np.testing.assert_allclose(terms["dimension_kl"] - dim_kl, -d * log_n, atol=2e-4)
+
+
+def test_tc_of_a_batch_whose_posteriors_do_not_overlap_sits_at_its_offset():
+    """Sharp, far-apart codes of independent dimensions: the TC estimate is
+    (D − 1) log(N·M), not 0."""
+    m, d, n = 5, 3, 1000
+    means = np.arange(m)[:, None] * 100.0 + np.arange(d) * 7.0  # [M, D], 100 apart per dim
+    q = tfd.Independent(tfd.Normal(means.astype("float32"), np.full((m, d), 0.1, "float32")), 1)
+    z = np.asarray(q.sample(seed=[5, 6]), np.float64)
+    terms = aggregate_posterior.total_correlation_terms(
+        q, tf.constant(z, tf.float32), tf.zeros([m]), dataset_size=n)
+    np.testing.assert_allclose(terms["total_correlation"], (d - 1) * np.log(n * m), rtol=1e-5)
 
 
 @pytest.mark.parametrize("full", [False, True], ids=["diagonal", "full_covariance"])

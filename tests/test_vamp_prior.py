@@ -14,6 +14,8 @@ from vae_zoo import evaluate
 from vae_zoo.heads import VampPrior
 from vae_zoo.models import ConditionalVAE, ConvVAE, DenseVAE
 
+pytestmark = pytest.mark.numerics  # rerun on other CPUs' code paths (.ci/run)
+
 SHAPE = (4, 4, 1)
 K = 3
 

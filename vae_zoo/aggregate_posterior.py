@@ -57,8 +57,20 @@ def total_correlation_terms(q, z, log_prior, dataset_size):
       factorized prior).
 
     They telescope: their sum is log q(z_i|x_i) − log p(z_i), the one-sample estimate
-    of KL(q(z|x_i) || p(z)) they decompose. Batch means estimate E[MI], TC and the
-    dimension-wise KL (biased, as the paper says, but consistent in M).
+    of KL(q(z|x_i) || p(z)) they decompose, so the offsets below cancel in the loss.
+
+    Each term carries an offset, and it does not vanish as M grows. With D latent
+    dimensions:
+
+    - at M = N (the batch is the data), the exact log q(z_i) is log Σ_j q(z_i|x_j)
+      − log N, so the estimates are the exact terms plus log N (mutual_info),
+      (D − 1) log N (total_correlation) and −D log N (dimension_kl);
+    - when the batch's posteriors do not overlap (sharp codes, M ≪ N), each log-sum is
+      its own term, and for a diagonal q the total correlation estimate sits at
+      (D − 1) log(N·M), however independent the dimensions are.
+
+    The offsets depend on N, M and D only, not on the weights: the gradients, and so
+    training, do not see them; compare their changes, not their levels.
 
     Args:
         q: Gaussian q(z|x), batch `[M]`, event `latent_shape`.

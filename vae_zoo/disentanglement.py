@@ -273,19 +273,20 @@ def factor_vae_score(representation_fn, ground_truth, random_state=0, batch_size
     Each vote fixes one factor k (drawn uniformly) across `batch_size` sampled points,
     divides each code dimension's variance over the batch by its variance over the data
     (estimated from `num_variance_estimate` points), and votes (d, k) for the dimension
-    d of least variance. Dimensions whose variance over the data is below
+    d of least variance. Dimensions whose standard deviation over the data is below
     `prune_threshold` (collapsed) never get votes. The classifier is the majority vote:
     dimension d predicts the factor it got most training votes for; the score is its
-    accuracy on `num_train` training and `num_eval` fresh votes. As in
-    disentanglement_lib (batch 64, 10,000 and 5,000 votes, absolute threshold 0.05,
-    meant for VAE codes of unit scale); a representation with no active dimension scores 0.
+    accuracy on `num_train` training and `num_eval` fresh votes. The settings are those
+    of disentanglement_lib's study (batch 64, 10,000 and 5,000 votes, its
+    `prune_dims.threshold = 0.05` on the standard deviation, an absolute threshold meant
+    for VAE codes of unit scale); a representation with no active dimension scores 0.
 
     Args:
         representation_fn, ground_truth, random_state: as in `mig`.
         batch_size: points per vote (all encoded in one call).
         num_train, num_eval: training and evaluation votes.
         num_variance_estimate: points for the global variances.
-        prune_threshold: least global variance of an active dimension.
+        prune_threshold: least standard deviation over the data of an active dimension.
 
     Returns:
         `{"factor_vae_train_accuracy", "factor_vae_eval_accuracy", "factor_vae_active_dims"}`.
@@ -294,7 +295,7 @@ def factor_vae_score(representation_fn, ground_truth, random_state=0, batch_size
     codes, _ = sample_codes(representation_fn, ground_truth, num_variance_estimate, rng,
                             batch_size)
     scale = np.var(codes, axis=0, ddof=1)
-    active = scale >= prune_threshold
+    active = np.sqrt(scale) >= prune_threshold
     if not active.any():
         return {"factor_vae_train_accuracy": 0.0, "factor_vae_eval_accuracy": 0.0,
                 "factor_vae_active_dims": 0}
@@ -422,10 +423,16 @@ def sap(representation_fn, ground_truth, random_state=0, num_train=10_000, num_t
     chance-corrected test accuracy of a nearest-class-mean threshold classifier
     (`_threshold_accuracy`). A constant dimension scores 0.
 
-    Differences from disentanglement_lib (discrete factors): it scores a linear SVM
-    (LinearSVC, C = 0.01) by its plain accuracy, so an irrelevant dimension scores the
-    majority-class rate and a perfect one 1, and the gap stays below 1 − 1/|v_k|; the
-    chance correction here puts them at 0 and 1.
+    Differences from disentanglement_lib (discrete factors): it fits a one-vs-rest
+    linear SVM (LinearSVC, C = 0.01, balanced class weights) to the one dimension and
+    scores its plain accuracy. On a single dimension each class's score is a line in
+    the same number, and a middle value of a factor cannot be told from the values on
+    both sides of it by one such line, so the SVM seldom predicts middle values: even a
+    code equal to the factor scores far below 1 on a factor of many values (0.62 and
+    0.38 for 5 and 8 equally likely values, where the threshold classifier here scores
+    about 1; tested against scikit-learn). The classifier here cuts between neighbouring
+    class means, so a perfect code scores 1 on every factor, and its chance correction
+    puts a dimension that says nothing of the factor at 0.
 
     Args:
         representation_fn, ground_truth, random_state, batch_size: as in `mig`.

@@ -73,11 +73,19 @@ def constant(step, ops, *, beta_max, **_):
     return beta_max + 0.0 * step  # step's shape: a float, or a tensor like the counter
 
 
+def _warmed_up(step, ops, warmup_steps):
+    """The fraction of the warm-up done at `step`, in [0, 1]; 1 throughout when
+    warmup_steps is 0 (no warm-up: β is beta_max from step 0)."""
+    if warmup_steps <= 0:
+        return 1.0 + 0.0 * step
+    return ops.minimum(step / warmup_steps, 1.0)
+
+
 @_schedule
 def linear(step, ops, *, beta_min, beta_max, warmup_steps, **_):
-    """β rises linearly from beta_min to beta_max over warmup_steps, then stays."""
-    fraction = ops.minimum(step / max(warmup_steps, 1), 1.0)
-    return beta_min + (beta_max - beta_min) * fraction
+    """β rises linearly from beta_min to beta_max over warmup_steps, then stays
+    (warmup_steps 0: beta_max from step 0)."""
+    return beta_min + (beta_max - beta_min) * _warmed_up(step, ops, warmup_steps)
 
 
 @_schedule
@@ -85,9 +93,10 @@ def sigmoid(step, ops, *, beta_min, beta_max, warmup_steps, steepness=10.0, **_)
     """β follows a logistic curve centred at warmup_steps / 2.
 
     The curve is rescaled so that β is exactly beta_min at step 0 and exactly beta_max
-    from warmup_steps on; `steepness` sets how sharp the rise in the middle is.
+    from warmup_steps on (warmup_steps 0: beta_max from step 0); `steepness` sets how
+    sharp the rise in the middle is.
     """
-    fraction = ops.minimum(step / max(warmup_steps, 1), 1.0)
+    fraction = _warmed_up(step, ops, warmup_steps)
     # The same sigmoid at both ends, so β is exactly beta_min / beta_max there.
     low, high = ops.sigmoid(-steepness / 2), ops.sigmoid(steepness / 2)
     s = (ops.sigmoid(steepness * (fraction - 0.5)) - low) / (high - low)
@@ -96,13 +105,15 @@ def sigmoid(step, ops, *, beta_min, beta_max, warmup_steps, steepness=10.0, **_)
 
 @_schedule
 def cyclical(step, ops, *, beta_min, beta_max, total_steps, cycles=4, ratio=0.5, **_):
-    """Cyclical annealing (Fu et al. 2019, arXiv:1903.10145).
+    """Cyclical annealing (Fu et al. 2019, arXiv:1903.10145, their eq. 6).
 
-    Training is split into `cycles` equal periods; in each, β rises linearly from
-    beta_min to beta_max over the first `ratio` of the period and then stays at beta_max.
+    A run of T = total_steps steps is split into periods of ⌈T/M⌉ steps, M = `cycles`
+    (the last one shorter when M does not divide T); in each, β rises linearly from
+    beta_min to beta_max while τ = (step mod ⌈T/M⌉) / (T/M) is below `ratio` R, then
+    stays at beta_max. Steps count from 0 (Fu et al.'s t − 1). Needs T >= M.
     """
-    period = max(total_steps / cycles, 1.0)
-    position = ops.mod(step, period) / period
+    period = math.ceil(total_steps / cycles)
+    position = ops.mod(step, period) / (total_steps / cycles)
     return beta_min + (beta_max - beta_min) * ops.minimum(position / ratio, 1.0)
 
 
@@ -122,8 +133,10 @@ class BetaSchedule:
         schedule: "constant", "linear", "sigmoid" or "cyclical".
         beta_max: final (peak) β.
         beta_min: β at step 0 (the bottom of each cycle for "cyclical").
-        warmup_steps: length of the rise (linear, sigmoid).
-        total_steps: length of the whole run (cyclical).
+        warmup_steps: length of the rise (linear, sigmoid); 0: no rise, beta_max from
+            step 0.
+        total_steps: length of the whole run in steps (cyclical: required, at least
+            `cycles`; periods of ⌈total_steps / cycles⌉ steps).
         cycles, ratio: cyclical schedule parameters (M and R of Fu et al.).
         steepness: sigmoid slope in the middle of the warm-up.
 
@@ -137,6 +150,10 @@ class BetaSchedule:
         check_options(beta_min, beta_max, cycles, ratio)
         if warmup_steps < 0 or total_steps < 0:
             raise ValueError(f"need warmup_steps, total_steps >= 0, got {warmup_steps}, {total_steps}")
+        if schedule == "cyclical" and total_steps < cycles:
+            raise ValueError(
+                f"the cyclical schedule needs total_steps (the run's length in steps) of at "
+                f"least cycles = {cycles}, got {total_steps:g}")
         self.schedule = schedule
         self.options = dict(
             beta_min=float(beta_min), beta_max=float(beta_max),
