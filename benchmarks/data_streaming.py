@@ -38,6 +38,9 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe, environment  # noqa: E402
+
 RECIPE = [
     "--set", "train.epochs=2", "--set", "model.hidden_units=[64]",
     "--set", "model.latent_dim=2", "--set", "evaluate.num_samples=0",
@@ -151,8 +154,6 @@ def main() -> None:
     if args.child:
         child(args.child, args.budget, args.output)
         return
-    from machine import describe, environment
-
     env = environment()
     budgets = {"stream": "0", "cache": "default"}
     rows = []

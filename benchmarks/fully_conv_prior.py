@@ -66,6 +66,9 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # machine.py
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

@@ -77,8 +77,10 @@ import math
 import os
 import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # machine.py
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

@@ -60,6 +60,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import environment  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 MIX = ("serving_default", "encode", "decode", "sample", "log_likelihood")
 
@@ -216,8 +219,6 @@ def main(argv=None):
     ] + [f"  {name:<16}{v['count']:>5} requests, p50 {v['p50_ms']:.2f} ms"
          for name, v in result["per_signature"].items()]
     print("\n".join(table), file=sys.stderr)
-    from machine import environment
-
     print(json.dumps({**result, **environment()}))
     return 1 if result["errors"] or result["mismatches"] else 0
 

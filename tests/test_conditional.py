@@ -162,7 +162,7 @@ def test_label_errors():
         ({"condition_dim": 4}, "exactly one of num_classes"),
         ({"num_classes": 1}, "num_classes must be >= 2"),
         ({"body": "rnn"}, "body must be one of"),
-        ({"body": "conv", "input_shape": (6,)}, "conv body needs"),
+        ({"body": "conv", "input_shape": (6,)}, r"input_shape must be \(height, width, channels\)"),
         ({"prior": "standard_nromal"}, "did you mean 'standard_normal'"),
     ],
 )

@@ -312,8 +312,9 @@ def test_conv_body_with_other_heads_scores_and_differentiates():
     (dict(latent_dim=1), "latent_dim must be >= 2"),
     (dict(gamma=-1.0), "gamma must be >= 0"),
     (dict(body="rnn"), "body must be one of"),
-    (dict(discriminator_units=()), "discriminator_units must be non-empty"),
-    (dict(discriminator_units=(8, 0)), "discriminator_units must be non-empty widths >= 1"),
+    (dict(discriminator_units=()), "discriminator_units must list at least one size"),
+    (dict(discriminator_units=(8, 0)), r"discriminator_units must list at least one size, "
+                                        r"each >= 1, got \(8, 0\)"),
     (dict(discriminator_learning_rate=0.0), "discriminator_learning_rate must be > 0"),
     (dict(body="conv"), "input_shape must be"),
     (dict(objective="iwae"), "unexpected argument 'objective'"),

@@ -19,7 +19,7 @@ PACKAGE = Path(vae_zoo.__file__).parent
 # Layer of each module, by its dotted name's prefix; utilities may be used by anyone.
 UTILITIES = ("vae_zoo", "vae_zoo._quiet", "vae_zoo.registry", "vae_zoo.positions", "vae_zoo.__main__")
 LAYERS = {
-    "core": ("vae_zoo.distributions", "vae_zoo.heads", "vae_zoo.networks",
+    "core": ("vae_zoo.distributions", "vae_zoo.heads", "vae_zoo.networks", "vae_zoo.bodies",
              "vae_zoo.objectives", "vae_zoo.aggregate_posterior", "vae_zoo.schedules",
              "vae_zoo.models"),
     "analysis": ("vae_zoo.evaluate", "vae_zoo.plots", "vae_zoo.disentanglement"),
@@ -40,6 +40,9 @@ FORBIDDEN = [
     ("vae_zoo.heads", "vae_zoo.models"),  # heads never import models
     ("vae_zoo.networks", "vae_zoo.distributions"),  # networks never build distributions
     ("vae_zoo.networks", "vae_zoo.heads"),
+    ("vae_zoo.bodies", "vae_zoo.distributions"),  # bodies build layers, not distributions
+    ("vae_zoo.bodies", "vae_zoo.heads"),
+    ("vae_zoo.bodies", "vae_zoo.models"),
     ("vae_zoo.objectives", "vae_zoo.models"),  # objectives import no models
     ("vae_zoo.objectives", "vae_zoo.heads"),
     ("vae_zoo.aggregate_posterior", "vae_zoo.models"),
@@ -48,6 +51,7 @@ FORBIDDEN = [
 ]
 THIRD_PARTY_FORBIDDEN = [
     ("vae_zoo.networks", "tensorflow_probability"),  # no distributions in bodies
+    ("vae_zoo.bodies", "tensorflow_probability"),
 ]
 
 

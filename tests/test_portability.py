@@ -147,6 +147,12 @@ def test_every_benchmark_json_names_the_cpu():
     assert len(printing) >= 10
     missing = [path.name for path in printing if "environment()" not in path.read_text()]
     assert not missing
+    # Loaded by file (as the tests load them) a script finds machine.py beside it only
+    # through its own sys.path entry, made before it imports machine.
+    for path in printing:
+        text = path.read_text()
+        entry = text.find("\nsys.path.insert(0, ")  # its own folder, at the top level
+        assert 0 <= entry < text.find("from machine import"), path.name
     machine = _machine()
     env = machine.environment()
     assert {"cpu_model", "cpu_isa", "cpu_flags", "numerics_settings", "tensorflow",

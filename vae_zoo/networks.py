@@ -18,25 +18,35 @@ import keras
 import numpy as np
 
 
+def dense_layers(units, activation="relu"):
+    """`Dense(u, activation)` for u in `units`."""
+    return [keras.layers.Dense(int(u), activation=activation) for u in units]
+
+
+def conv_layers(filters, kernel_sizes, strides, activation="relu"):
+    """`Conv2D(f, k, s, "same", activation)` per entry of filters/kernel_sizes/strides."""
+    return [
+        keras.layers.Conv2D(int(f), int(k), strides=int(s), padding="same", activation=activation)
+        for f, k, s in zip(filters, kernel_sizes, strides, strict=True)
+    ]
+
+
+def projection(params_shape):
+    """The last layers of a body: a linear `Dense` to a head's parameters, reshaped to
+    `params_shape`."""
+    return [keras.layers.Dense(math.prod(params_shape)), keras.layers.Reshape(tuple(params_shape))]
+
+
 def mlp_encoder(hidden_units, params_shape, activation="relu", name="encoder"):
     """MLP body `[B, *input_shape] -> [B, *params_shape]` (input flattened first)."""
-    layers = [keras.layers.Flatten()]
-    layers += [keras.layers.Dense(int(u), activation=activation) for u in hidden_units]
-    layers += [
-        keras.layers.Dense(math.prod(params_shape)),
-        keras.layers.Reshape(tuple(params_shape)),
-    ]
-    return keras.Sequential(layers, name=name)
+    layers = [keras.layers.Flatten(), *dense_layers(hidden_units, activation)]
+    return keras.Sequential(layers + projection(params_shape), name=name)
 
 
 def mlp_decoder(hidden_units, params_shape, activation="relu", name="decoder"):
     """MLP body `[B, latent_dim] -> [B, *params_shape]`; list `hidden_units` input-side first."""
-    layers = [keras.layers.Dense(int(u), activation=activation) for u in hidden_units]
-    layers += [
-        keras.layers.Dense(math.prod(params_shape)),
-        keras.layers.Reshape(tuple(params_shape)),
-    ]
-    return keras.Sequential(layers, name=name)
+    return keras.Sequential(dense_layers(hidden_units, activation) + projection(params_shape),
+                            name=name)
 
 
 @keras.saving.register_keras_serializable(package="vae_zoo")
@@ -89,17 +99,9 @@ def conv_encoder(filters, kernel_sizes, strides, dense_units, params_shape, acti
     `Conv2D(f, k, s, "same")` per entry of filters/kernel_sizes/strides, then Flatten,
     `Dense(u)` per entry of dense_units, and the projection to `params_shape`.
     """
-    layers = [
-        keras.layers.Conv2D(int(f), int(k), strides=int(s), padding="same", activation=activation)
-        for f, k, s in zip(filters, kernel_sizes, strides, strict=True)
-    ]
-    layers.append(keras.layers.Flatten())
-    layers += [keras.layers.Dense(int(u), activation=activation) for u in dense_units]
-    layers += [
-        keras.layers.Dense(math.prod(params_shape)),
-        keras.layers.Reshape(tuple(params_shape)),
-    ]
-    return keras.Sequential(layers, name=name)
+    layers = conv_layers(filters, kernel_sizes, strides, activation) + [keras.layers.Flatten()]
+    layers += dense_layers(dense_units, activation)
+    return keras.Sequential(layers + projection(params_shape), name=name)
 
 
 def conv_decoder(image_shape, filters, kernel_sizes, strides, dense_units, params_per_element,
@@ -120,7 +122,7 @@ def conv_decoder(image_shape, filters, kernel_sizes, strides, dense_units, param
             f"image size {height}x{width} is not divisible by the total stride {stride}"
         )
     start = (height // stride, width // stride, int(filters[0]))
-    layers = [keras.layers.Dense(int(u), activation=activation) for u in dense_units]
+    layers = dense_layers(dense_units, activation)
     layers += [
         keras.layers.Dense(math.prod(start), activation=activation),
         keras.layers.Reshape(start),
@@ -138,25 +140,6 @@ def conv_decoder(image_shape, filters, kernel_sizes, strides, dense_units, param
     return keras.Sequential(layers, name=name)
 
 
-def flat_latent_bodies(body, image_shape, posterior_params, likelihood_params, hidden_units,
-                       filters, kernel_sizes, strides, dense_units, activation="relu"):
-    """(encoder, decoder) of a latent vector for a family with a choice of body.
-
-    "dense": `mlp_encoder(hidden_units)` and `mlp_decoder(reversed hidden_units)`;
-    "conv": `conv_encoder(filters, kernel_sizes, strides, dense_units)` and its mirror
-    `conv_decoder` (every list reversed). `posterior_params` and `likelihood_params`
-    are the heads' parameter shapes (`params_shape`) of z and of one example.
-    """
-    if body == "dense":
-        return (mlp_encoder(hidden_units, posterior_params, activation),
-                mlp_decoder(hidden_units[::-1], likelihood_params, activation))
-    encoder = conv_encoder(filters, kernel_sizes, strides, dense_units, posterior_params,
-                           activation)
-    decoder = conv_decoder(image_shape, filters[::-1], kernel_sizes[::-1], strides[::-1],
-                           dense_units[::-1], likelihood_params[-1], activation)
-    return encoder, decoder
-
-
 def fully_conv_encoder(input_channels, filters, kernel_sizes, strides, params_channels,
                        activation="relu", name="encoder"):
     """All-convolutional body `[B, H, W, C] -> [B, H / S, W / S, params_channels]`.
@@ -167,10 +150,7 @@ def fully_conv_encoder(input_channels, filters, kernel_sizes, strides, params_ch
     strides.
     """
     layers = [keras.Input(shape=(None, None, int(input_channels)))]
-    layers += [
-        keras.layers.Conv2D(int(f), int(k), strides=int(s), padding="same", activation=activation)
-        for f, k, s in zip(filters, kernel_sizes, strides, strict=True)
-    ]
+    layers += conv_layers(filters, kernel_sizes, strides, activation)
     layers.append(keras.layers.Conv2D(int(params_channels), 1))
     return keras.Sequential(layers, name=name)
 

@@ -14,7 +14,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from vae_zoo import heads, networks
 from vae_zoo.heads.base import (
     check_assertions,
     failed_check,
@@ -23,9 +22,7 @@ from vae_zoo.heads.base import (
     first_where,
 )
 from vae_zoo.models.base import MODELS
-from vae_zoo.models.family import Family
-
-BODIES = ("dense", "conv")
+from vae_zoo.models.family import Family, body_of, check_latent_dim, compose
 
 
 def not_class_numbers(labels, num_classes):
@@ -158,50 +155,20 @@ class ConditionalVAE(Family):
         activation="relu",
         **kwargs,
     ):
-        input_shape = tuple(int(d) for d in input_shape)
-        latent_dim = int(latent_dim)
-        hidden_units = tuple(int(u) for u in hidden_units)
-        filters, kernel_sizes, strides, dense_units = (
-            tuple(int(v) for v in values)
-            for values in (filters, kernel_sizes, strides, dense_units)
-        )
-        if latent_dim < 1:
-            raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
-        if not input_shape or min(input_shape) < 1:
-            raise ValueError(f"input_shape must be non-empty and positive, got {input_shape}")
         if (num_classes is None) == (condition_dim is None):
             raise ValueError("give exactly one of num_classes (labels) and condition_dim (vectors)")
         if num_classes is not None and int(num_classes) < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         if condition_dim is not None and int(condition_dim) < 1:
             raise ValueError(f"condition_dim must be >= 1, got {condition_dim}")
-        if body not in BODIES:
-            raise ValueError(f"body must be one of {BODIES}, got {body!r}")
-        if body == "conv" and len(input_shape) != 3:
-            raise ValueError(f"the conv body needs (H, W, C) images, got input_shape {input_shape}")
+        parts = compose(input_shape, (check_latent_dim(latent_dim),), body_of(body, locals()),
+                        posterior, likelihood, prior)
         # Read by encode/decode/dummy_inputs, which the base constructor already runs.
         self.num_classes = None if num_classes is None else int(num_classes)
         self.condition_dim = None if condition_dim is None else int(condition_dim)
         self.body = body
-        # Layers.
-        posterior_head = heads.POSTERIORS.build(posterior)
-        likelihood_head = heads.LIKELIHOODS.build(likelihood)
-        prior_layer = heads.PRIORS.build(prior, latent_shape=(latent_dim,))
-        encoder, decoder = networks.flat_latent_bodies(
-            body, input_shape, posterior_head.params_shape((latent_dim,)),
-            likelihood_head.params_shape(input_shape), hidden_units, filters, kernel_sizes,
-            strides, dense_units, activation,
-        )
-        # Wiring (the condition is joined to x and z in encode/decode).
-        super().__init__(
-            encoder=encoder,
-            decoder=decoder,
-            posterior=posterior_head,
-            likelihood=likelihood_head,
-            prior=prior_layer,
-            input_shape=input_shape,
-            **kwargs,
-        )
+        # The condition is joined to x and z in encode/decode.
+        super().__init__(**parts, **kwargs)
 
     # ------------------------------------------------------------------ condition
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import keras
 
-from vae_zoo import heads, networks
+from vae_zoo import bodies
 from vae_zoo.models.base import MODELS
-from vae_zoo.models.family import Family
+from vae_zoo.models.family import Family, check_latent_dim, compose
 
 # Named architectures: constructor arguments (all but input_shape), see `ConvVAE.preset`.
 PRESETS = {
@@ -96,37 +96,10 @@ class ConvVAE(Family):
         activation="relu",
         **kwargs,
     ):
-        input_shape = tuple(int(d) for d in input_shape)
-        latent_dim = int(latent_dim)
-        filters, kernel_sizes, strides, dense_units = (
-            tuple(int(v) for v in values)
-            for values in (filters, kernel_sizes, strides, dense_units)
-        )
-        if latent_dim < 1:
-            raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
-        networks.check_conv_layers(input_shape, filters, kernel_sizes, strides)
-        # Layers.
-        posterior_head = heads.POSTERIORS.build(posterior)
-        likelihood_head = heads.LIKELIHOODS.build(likelihood)
-        prior_layer = heads.PRIORS.build(prior, latent_shape=(latent_dim,))
-        encoder = networks.conv_encoder(
-            filters, kernel_sizes, strides, dense_units,
-            posterior_head.params_shape((latent_dim,)), activation,
-        )
-        decoder = networks.conv_decoder(
-            input_shape, filters[::-1], kernel_sizes[::-1], strides[::-1], dense_units[::-1],
-            likelihood_head.params_per_element, activation,
-        )
-        # Wiring.
-        super().__init__(
-            encoder=encoder,
-            decoder=decoder,
-            posterior=posterior_head,
-            likelihood=likelihood_head,
-            prior=prior_layer,
-            input_shape=input_shape,
-            **kwargs,
-        )
+        body = bodies.ConvBody(filters=filters, kernel_sizes=kernel_sizes, strides=strides,
+                               dense_units=dense_units, activation=activation)
+        super().__init__(**compose(input_shape, (check_latent_dim(latent_dim),), body,
+                                   posterior, likelihood, prior), **kwargs)
 
     @classmethod
     def preset(cls, name, **overrides):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import keras
 
-from vae_zoo import heads, networks
+from vae_zoo import bodies
 from vae_zoo.models.base import MODELS
-from vae_zoo.models.family import Family
+from vae_zoo.models.family import Family, check_latent_dim, compose
 
 
 @keras.saving.register_keras_serializable(package="vae_zoo")
@@ -54,30 +54,6 @@ class DenseVAE(Family):
         activation="relu",
         **kwargs,
     ):
-        input_shape = tuple(int(d) for d in input_shape)
-        latent_dim = int(latent_dim)
-        hidden_units = tuple(int(u) for u in hidden_units)
-        if latent_dim < 1:
-            raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
-        if not input_shape or min(input_shape) < 1:
-            raise ValueError(f"input_shape must be non-empty and positive, got {input_shape}")
-        # Layers.
-        posterior_head = heads.POSTERIORS.build(posterior)
-        likelihood_head = heads.LIKELIHOODS.build(likelihood)
-        prior_layer = heads.PRIORS.build(prior, latent_shape=(latent_dim,))
-        encoder = networks.mlp_encoder(
-            hidden_units, posterior_head.params_shape((latent_dim,)), activation
-        )
-        decoder = networks.mlp_decoder(
-            hidden_units[::-1], likelihood_head.params_shape(input_shape), activation
-        )
-        # Wiring.
-        super().__init__(
-            encoder=encoder,
-            decoder=decoder,
-            posterior=posterior_head,
-            likelihood=likelihood_head,
-            prior=prior_layer,
-            input_shape=input_shape,
-            **kwargs,
-        )
+        body = bodies.DenseBody(hidden_units=hidden_units, activation=activation)
+        super().__init__(**compose(input_shape, (check_latent_dim(latent_dim),), body,
+                                   posterior, likelihood, prior), **kwargs)

@@ -19,9 +19,9 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from vae_zoo import heads, networks, objectives
+from vae_zoo import bodies, heads, networks, objectives
 from vae_zoo.models.base import MODELS
-from vae_zoo.models.family import Family
+from vae_zoo.models.family import Family, compose
 
 ESTIMATORS = ("gumbel_softmax", "reinforce")
 BASELINES = ("none", "moving_average", "learned")
@@ -126,12 +126,8 @@ class DiscreteVAE(Family):
         activation="relu",
         **kwargs,
     ):
-        input_shape = tuple(int(d) for d in input_shape)
         num_latents, num_categories = int(num_latents), int(num_categories)
-        hidden_units = tuple(int(u) for u in hidden_units)
-        baseline_units = tuple(int(u) for u in baseline_units)
-        if not input_shape or min(input_shape) < 1:
-            raise ValueError(f"input_shape must be non-empty and positive, got {input_shape}")
+        baseline_units = bodies.sizes("baseline_units", baseline_units)
         if num_latents < 1:
             raise ValueError(f"num_latents must be >= 1, got {num_latents}")
         if num_categories < 2:
@@ -145,23 +141,10 @@ class DiscreteVAE(Family):
         if not 0 <= baseline_decay < 1:
             raise ValueError(f"baseline_decay must be in [0, 1), got {baseline_decay}")
         latent_shape = (num_latents, num_categories)
-        # Layers.
-        posterior_head = heads.CategoricalPosterior()
-        likelihood_head = heads.LIKELIHOODS.build(likelihood)
-        prior_layer = heads.UniformCategoricalPrior(latent_shape)
-        encoder = networks.mlp_encoder(
-            hidden_units, posterior_head.params_shape(latent_shape), activation
-        )
-        decoder = keras.Sequential(
-            [
-                keras.layers.Flatten(),  # [B, L, C] -> [B, L·C]
-                networks.mlp_decoder(
-                    hidden_units[::-1], likelihood_head.params_shape(input_shape), activation,
-                    name="mlp",
-                ),
-            ],
-            name="decoder",
-        )
+        parts = compose(input_shape, latent_shape,
+                        bodies.DenseBody(hidden_units=hidden_units, activation=activation),
+                        heads.CategoricalPosterior(), likelihood,
+                        heads.UniformCategoricalPrior(latent_shape))
         # Estimator options, set first: the base constructor builds the model, and
         # `build` creates the estimator's state from them.
         self.estimator = estimator
@@ -173,17 +156,7 @@ class DiscreteVAE(Family):
             self.baseline_network = networks.mlp_encoder(
                 baseline_units, (1,), activation, name="baseline_network"
             )
-        # Wiring.
-        super().__init__(
-            encoder=encoder,
-            decoder=decoder,
-            posterior=posterior_head,
-            likelihood=likelihood_head,
-            prior=prior_layer,
-            input_shape=input_shape,
-            analytic_kl=True,
-            **kwargs,
-        )
+        super().__init__(**parts, analytic_kl=True, **kwargs)
 
     def build(self, input_shape=None):
         if self.built:

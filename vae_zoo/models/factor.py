@@ -15,11 +15,9 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from vae_zoo import heads, networks, objectives
+from vae_zoo import bodies, networks, objectives
 from vae_zoo.models.base import MODELS
-from vae_zoo.models.family import Family
-
-BODIES = ("dense", "conv")
+from vae_zoo.models.family import Family, body_of, check_latent_dim, compose
 
 
 @keras.saving.register_keras_serializable(package="vae_zoo")
@@ -99,54 +97,23 @@ class FactorVAE(Family):
         discriminator_learning_rate=1e-4,
         **kwargs,
     ):
-        input_shape = tuple(int(d) for d in input_shape)
-        latent_dim = int(latent_dim)
-        hidden_units, filters, kernel_sizes, strides, dense_units, discriminator_units = (
-            tuple(int(v) for v in values)
-            for values in (hidden_units, filters, kernel_sizes, strides, dense_units,
-                           discriminator_units)
-        )
-        if not input_shape or min(input_shape) < 1:
-            raise ValueError(f"input_shape must be non-empty and positive, got {input_shape}")
-        if latent_dim < 2:
-            raise ValueError(f"latent_dim must be >= 2 (the total correlation of one "
-                             f"dimension is 0), got {latent_dim}")
+        discriminator_units = bodies.sizes("discriminator_units", discriminator_units,
+                                           allow_empty=False)
+        latent_dim = check_latent_dim(latent_dim, minimum=2,
+                                      why=" (the total correlation of one dimension is 0)")
         if not gamma >= 0:
             raise ValueError(f"gamma must be >= 0, got {gamma}")
-        if body not in BODIES:
-            raise ValueError(f"body must be one of {BODIES}, got {body!r}")
-        if body == "conv":
-            networks.check_conv_layers(input_shape, filters, kernel_sizes, strides)
-        if not discriminator_units or min(discriminator_units) < 1:
-            raise ValueError(f"discriminator_units must be non-empty widths >= 1, "
-                             f"got {discriminator_units}")
         if not discriminator_learning_rate > 0:
             raise ValueError(f"discriminator_learning_rate must be > 0, "
                              f"got {discriminator_learning_rate}")
+        parts = compose(input_shape, (latent_dim,), body_of(body, locals()), posterior,
+                        likelihood, prior)
         self.gamma = float(gamma)
         self.discriminator_learning_rate = float(discriminator_learning_rate)
-        # Layers.
-        posterior_head = heads.POSTERIORS.build(posterior)
-        likelihood_head = heads.LIKELIHOODS.build(likelihood)
-        prior_layer = heads.PRIORS.build(prior, latent_shape=(latent_dim,))
-        encoder, decoder = networks.flat_latent_bodies(
-            body, input_shape, posterior_head.params_shape((latent_dim,)),
-            likelihood_head.params_shape(input_shape), hidden_units, filters, kernel_sizes,
-            strides, dense_units, activation,
-        )
         self.discriminator = networks.mlp_encoder(
             discriminator_units, (1,), "leaky_relu", name="discriminator"
         )
-        # Wiring.
-        super().__init__(
-            encoder=encoder,
-            decoder=decoder,
-            posterior=posterior_head,
-            likelihood=likelihood_head,
-            prior=prior_layer,
-            input_shape=input_shape,
-            **kwargs,
-        )
+        super().__init__(**parts, **kwargs)
 
     def build(self, input_shape=None):
         if self.built:

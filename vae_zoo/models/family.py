@@ -2,7 +2,9 @@
 
 A family declares its own constructor arguments only; the arguments every family
 shares are `VAE`'s, taken as `**kwargs`, and the configuration is captured from the
-constructor's arguments, so no family restates either.
+constructor's arguments, so no family restates either. Its five parts come from
+`compose`: a registered body (`vae_zoo.bodies`) and the heads and prior, each named by
+a spec.
 """
 
 from __future__ import annotations
@@ -12,7 +14,49 @@ import inspect
 
 import numpy as np
 
+from vae_zoo import bodies, heads
 from vae_zoo.models.base import VAE, deserialize_config_value, serialize_config_value
+
+# The bodies of a latent vector: the choices of families that take `body=` with the flat
+# options of each (`body_of`).
+VECTOR_BODIES = ("dense", "conv")
+
+
+def check_latent_dim(latent_dim, minimum=1, why=""):
+    """`latent_dim` as an int >= `minimum`; a one-line ValueError otherwise."""
+    latent_dim = int(latent_dim)
+    if latent_dim < minimum:
+        raise ValueError(f"latent_dim must be >= {minimum}{why}, got {latent_dim}")
+    return latent_dim
+
+
+def body_of(name, arguments, choices=VECTOR_BODIES):
+    """The body `name` (one of `choices`) with its options taken from a family's
+    constructor `arguments` (its `locals()`: `hidden_units`, `filters`, ...)."""
+    if name not in choices:
+        raise ValueError(f"body must be one of {choices}, got {name!r}")
+    return bodies.from_arguments(name, arguments)
+
+
+def compose(input_shape, latent_shape, body, posterior, likelihood, prior):
+    """The five parts of a model over z of `latent_shape`, as `VAE`'s keyword arguments.
+
+    The posterior and likelihood heads and the prior are built from their specs (a
+    name, `{"name": ..., **options}` or an instance); the body (a spec or a `Body`)
+    builds the encoder and decoder for the parameter shapes the heads ask for. The
+    input shape is checked against the body.
+    """
+    input_shape = bodies.check_input_shape(input_shape)
+    body = bodies.BODIES.build(body)
+    body.check(input_shape)
+    posterior = heads.POSTERIORS.build(posterior)
+    likelihood = heads.LIKELIHOODS.build(likelihood)
+    prior = heads.PRIORS.build(prior, latent_shape=tuple(latent_shape))
+    return dict(
+        encoder=body.encoder(input_shape, posterior.params_shape(latent_shape)),
+        decoder=body.decoder(input_shape, latent_shape, likelihood.params_shape(input_shape)),
+        posterior=posterior, likelihood=likelihood, prior=prior, input_shape=input_shape,
+    )
 
 # The arguments of `VAE` every family takes as they are (its `**kwargs`), and the Keras
 # layer arguments (`name`, ...) that `get_config` records on its own.

@@ -6,9 +6,9 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from vae_zoo import heads, networks
+from vae_zoo import bodies
 from vae_zoo.models.base import MODELS
-from vae_zoo.models.family import Family
+from vae_zoo.models.family import Family, compose
 
 
 @keras.saving.register_keras_serializable(package="vae_zoo")
@@ -85,40 +85,19 @@ class FullyConvVAE(Family):
         activation="relu",
         **kwargs,
     ):
-        input_shape = tuple(int(d) for d in input_shape)
+        input_shape = bodies.check_input_shape(input_shape)
         latent_channels = int(latent_channels)
-        filters, kernel_sizes, strides = (
-            tuple(int(v) for v in values) for values in (filters, kernel_sizes, strides)
-        )
         if latent_channels < 1:
             raise ValueError(f"latent_channels must be >= 1, got {latent_channels}")
-        networks.check_conv_layers(input_shape, filters, kernel_sizes, strides)
+        body = bodies.FullyConvBody(filters=filters, kernel_sizes=kernel_sizes, strides=strides,
+                                    activation=activation)
+        body.check(input_shape)
         # Read by `latent_shape_for`, which the base constructor's build already uses.
-        self.total_stride = networks.total_stride(strides)
+        self.total_stride = body.total_stride
         self.latent_channels = latent_channels
         latent_shape = self.latent_shape_for(input_shape[:2])  # (H/S, W/S, c)
-        # Layers.
-        posterior_head = heads.POSTERIORS.build(posterior)
-        likelihood_head = heads.LIKELIHOODS.build(likelihood)
-        prior_layer = heads.PRIORS.build(prior, latent_shape=latent_shape)
-        encoder = networks.fully_conv_encoder(
-            input_shape[-1], filters, kernel_sizes, strides,
-            posterior_head.params_shape(latent_shape)[-1], activation,
-        )
-        decoder = networks.fully_conv_decoder(
-            latent_channels, filters[::-1], kernel_sizes[::-1], strides[::-1],
-            input_shape[-1], likelihood_head.params_per_element, activation,
-        )
-        # Wiring.
-        super().__init__(
-            encoder=encoder,
-            decoder=decoder,
-            posterior=posterior_head,
-            likelihood=likelihood_head,
-            prior=prior_layer,
-            input_shape=input_shape,
-            **kwargs,
-        )
+        super().__init__(**compose(input_shape, latent_shape, body, posterior, likelihood, prior),
+                         **kwargs)
 
     # ------------------------------------------------------------------ any image size
 

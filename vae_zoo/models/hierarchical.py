@@ -30,18 +30,17 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from vae_zoo import heads, networks, objectives
+from vae_zoo import bodies, heads, networks, objectives
 from vae_zoo.distributions import PhiloxNormal
 from vae_zoo.heads.posteriors import DiagonalGaussianPosterior
 from vae_zoo.heads.priors import Prior
 from vae_zoo.models.base import MODELS
-from vae_zoo.models.family import Family
+from vae_zoo.models.family import Family, body_of
 
 tfd = tfp.distributions
 
 # The objectives its per-layer terms implement (`compute_terms`).
 SUPPORTED_OBJECTIVES = ("elbo", "iwae")
-BODIES = ("dense", "conv")
 
 
 # ---------------------------------------------------------------------- distributions
@@ -246,28 +245,7 @@ class LadderEncoder(keras.layers.Layer):
 
 
 def _dense_stack(units, activation, name):
-    return keras.Sequential([keras.layers.Dense(int(u), activation=activation) for u in units],
-                            name=name)
-
-
-def _conv_trunk(filters, kernel_sizes, strides, dense_units, activation):
-    layers = [
-        keras.layers.Conv2D(int(f), int(k), strides=int(s), padding="same", activation=activation)
-        for f, k, s in zip(filters, kernel_sizes, strides, strict=True)
-    ]
-    layers.append(keras.layers.Flatten())
-    layers += [keras.layers.Dense(int(u), activation=activation) for u in dense_units]
-    return keras.Sequential(layers, name="trunk")
-
-
-def _check_sizes(name, values, allow_empty=True):
-    """`values` as a tuple of ints, each >= 1 (and at least one unless `allow_empty`);
-    a one-line ValueError naming `name` otherwise."""
-    values = tuple(int(v) for v in values)
-    if (not values and not allow_empty) or any(v < 1 for v in values):
-        what = "sizes" if allow_empty else "at least one size"
-        raise ValueError(f"{name} must list {what}, each >= 1, got {values}")
-    return values
+    return keras.Sequential(networks.dense_layers(units, activation), name=name)
 
 
 # ---------------------------------------------------------------------- the family
@@ -360,66 +338,37 @@ class HierarchicalVAE(Family):
         activation="relu",
         **kwargs,
     ):
-        input_shape = tuple(int(d) for d in input_shape)
-        latent_dims = _check_sizes("latent_dims", latent_dims, allow_empty=False)
-        ladder_units = _check_sizes("ladder_units", ladder_units, allow_empty=False)
-        hidden_units = _check_sizes("hidden_units", hidden_units)
-        dense_units = _check_sizes("dense_units", dense_units)
-        filters, kernel_sizes, strides = (
-            tuple(int(v) for v in values) for values in (filters, kernel_sizes, strides)
-        )
-        if not input_shape or min(input_shape) < 1:
-            raise ValueError(f"input_shape must be non-empty and positive, got {input_shape}")
-        if body not in BODIES:
-            raise ValueError(f"body must be one of {BODIES}, got {body!r}")
-        if body == "conv":
-            networks.check_conv_layers(input_shape, filters, kernel_sizes, strides)
+        latent_dims = bodies.sizes("latent_dims", latent_dims, allow_empty=False)
+        ladder_units = bodies.sizes("ladder_units", ladder_units, allow_empty=False)
+        input_shape = bodies.check_input_shape(input_shape)
+        trunk_body = body_of(body, locals())
+        trunk_body.check(input_shape)
         objective = kwargs.get("objective", "elbo")
         objective_name = objective.get("name") if isinstance(objective, dict) else objective
         if objective_name not in SUPPORTED_OBJECTIVES:
             raise ValueError(f"HierarchicalVAE trains with objective {' or '.join(SUPPORTED_OBJECTIVES)}"
                              f", got {objective!r}")
         self.latent_dims = latent_dims  # read by encode/decode, which the base build runs
-        # Layers.
+        # Layers: the body's trunk and decoder around the ladder's own networks.
         posterior_head = heads.POSTERIORS.build("diagonal_gaussian")
         likelihood_head = heads.LIKELIHOODS.build(likelihood)
         prior_layer = LadderPrior(
             latent_dims, heads.PRIORS.build(prior, latent_shape=latent_dims[-1:]),
             ladder_units, activation,
         )
-        if body == "dense":
-            trunk = keras.Sequential(
-                [keras.layers.Flatten()]
-                + [keras.layers.Dense(u, activation=activation) for u in hidden_units],
-                name="trunk",
-            )
-            decoder = networks.mlp_decoder(
-                hidden_units[::-1], likelihood_head.params_shape(input_shape), activation
-            )
-        else:
-            trunk = _conv_trunk(filters, kernel_sizes, strides, dense_units, activation)
-            decoder = networks.conv_decoder(
-                input_shape, filters[::-1], kernel_sizes[::-1], strides[::-1],
-                dense_units[::-1], likelihood_head.params_per_element, activation,
-            )
         encoder = LadderEncoder(
-            trunk,
+            trunk_body.trunk(input_shape),
             [_dense_stack(ladder_units, activation, f"bottom_up_{i + 2}")
              for i in range(len(latent_dims) - 1)],
             [keras.layers.Dense(posterior_head.params_shape((d,))[0], name=f"bottom_up_params_{i + 1}")
              for i, d in enumerate(latent_dims)],
             name="encoder",
         )
-        # Wiring.
-        super().__init__(
-            encoder=encoder,
-            decoder=decoder,
-            posterior=posterior_head,
-            likelihood=likelihood_head,
-            prior=prior_layer,
-            input_shape=input_shape,
-            **kwargs,
-        )
+        decoder = trunk_body.decoder(input_shape, latent_dims[:1],
+                                     likelihood_head.params_shape(input_shape))
+        super().__init__(encoder=encoder, decoder=decoder, posterior=posterior_head,
+                         likelihood=likelihood_head, prior=prior_layer, input_shape=input_shape,
+                         **kwargs)
 
     def build(self, input_shape=None):
         if self.built:

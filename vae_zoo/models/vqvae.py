@@ -19,7 +19,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from vae_zoo import heads, networks, objectives
+from vae_zoo import bodies, heads, objectives
 from vae_zoo.models.base import MODELS
 from vae_zoo.models.family import Family
 
@@ -274,37 +274,29 @@ class VQVAE(Family):
         activation="relu",
         **kwargs,
     ):
-        input_shape = tuple(int(d) for d in input_shape)
+        input_shape = bodies.check_input_shape(input_shape)
         num_embeddings, embedding_dim = int(num_embeddings), int(embedding_dim)
-        filters, kernel_sizes, strides = (
-            tuple(int(v) for v in values) for values in (filters, kernel_sizes, strides)
-        )
         _check_arguments(num_embeddings, embedding_dim, commitment_cost, decay, epsilon,
                          dead_code_threshold, prior)
-        networks.check_conv_layers(input_shape, filters, kernel_sizes, strides)
-        stride = networks.total_stride(strides)
-        latent_shape = (input_shape[0] // stride, input_shape[1] // stride, num_embeddings)
+        body = bodies.FullyConvBody(filters=filters, kernel_sizes=kernel_sizes, strides=strides,
+                                    activation=activation)
+        body.check(input_shape)
+        code_map = (input_shape[0] // body.total_stride, input_shape[1] // body.total_stride)
         self.commitment_cost = float(commitment_cost)
-        # Layers (the quantizer first: the base constructor's build uses it).
+        # Layers (the quantizer first: the base constructor's build uses it). The body
+        # encodes to, and decodes from, a map of embeddings.
         self.quantizer = VectorQuantizer(
             num_embeddings, embedding_dim, decay, epsilon, dead_code_threshold,
             seed=kwargs.get("seed"), name="quantizer",
         )
         likelihood_head = heads.LIKELIHOODS.build(likelihood)
-        encoder = networks.fully_conv_encoder(
-            input_shape[-1], filters, kernel_sizes, strides, embedding_dim, activation
-        )
-        decoder = networks.fully_conv_decoder(
-            embedding_dim, filters[::-1], kernel_sizes[::-1], strides[::-1],
-            input_shape[-1], likelihood_head.params_per_element, activation,
-        )
-        # Wiring.
+        embeddings = code_map + (embedding_dim,)
         super().__init__(
-            encoder=encoder,
-            decoder=decoder,
+            encoder=body.encoder(input_shape, embeddings),
+            decoder=body.decoder(input_shape, embeddings, likelihood_head.params_shape(input_shape)),
             posterior=heads.CategoricalPosterior(),
             likelihood=likelihood_head,
-            prior=heads.PRIORS.build(prior, latent_shape=latent_shape),
+            prior=heads.PRIORS.build(prior, latent_shape=code_map + (num_embeddings,)),
             input_shape=input_shape,
             **kwargs,
         )
