@@ -10,7 +10,7 @@ example's VAE with the same architecture (`baselines/keras_io_vae.py`: Sampling 
 GradientTape `train_step`, summed BCE + KL, default `compile`). The paths (`--paths`):
 
 - `numpy`: `model.fit(x, batch_size=128)` on the array, vae_zoo with its defaults
-  (XLA, 32 steps per call; arrays go through `vae_zoo.models.arrays`) and the baseline
+  (XLA, 32 steps per call; arrays go through `vae_zoo.training.arrays`) and the baseline
   (Keras' own array pipeline);
 - `tf.data`: both fed the same kind of `tf.data.Dataset` (`from_tensor_slices`,
   `shuffle` over all examples, `batch(128)`, `prefetch(AUTOTUNE)`);

@@ -31,9 +31,9 @@ def _plain_step_unless_marked_xla(request, monkeypatch):
     Processes the tests start keep the package's default.
     """
     if request.node.get_closest_marker("xla") is None:
-        from vae_zoo.models import base
+        from vae_zoo.training.fast_path import FastPath
 
-        monkeypatch.setattr(base, "AUTO_JIT_COMPILE", False)
+        monkeypatch.setattr(FastPath, "default_jit_compile", False)
 
 
 def binary_data(n=16, shape=(6,), seed=0):

@@ -1,4 +1,4 @@
-"""In-memory arrays to `fit`: the fixed pipeline of `vae_zoo.models.arrays`."""
+"""In-memory arrays to `fit`: the fixed pipeline of `vae_zoo.training.arrays`."""
 
 import inspect
 
@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import binary_data, tiny_dense
-from vae_zoo.models import arrays
+from vae_zoo.training import arrays
 
 
 def _batches(dataset):

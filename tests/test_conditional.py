@@ -146,7 +146,7 @@ def test_label_errors():
         model.encode(x, [0, -1, 2])
     with pytest.raises(ValueError, match="sample needs y"):
         model.sample(2)
-    with pytest.raises(ValueError, match="2 conditions for n=4"):
+    with pytest.raises(ValueError, match="2 conditions for num_samples=4"):
         model.sample(4, y=[0, 1])
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"labels must lie in \[0, 3\)"):
         tf.function(model.elbo)(x, tf.constant([0, 1, 5]))

@@ -1,12 +1,14 @@
-"""Disentanglement metrics: their parts against closed forms and scipy, and the five
-scores on representations with known answers (the factors themselves, a rotation of
-them, noise, a constant), then on the synthetic dSprites images."""
+"""Disentanglement metrics: their estimators (`vae_zoo.estimators`) against closed forms
+and scipy, and the five scores on representations with known answers (the factors
+themselves, a rotation of them, noise, a constant), then on the synthetic dSprites
+images."""
 
 import numpy as np
 import pytest
 from scipy import optimize, stats
 
 from vae_zoo import disentanglement as dm
+from vae_zoo import estimators
 from vae_zoo.data import dsprites
 
 
@@ -55,28 +57,28 @@ def test_discrete_mutual_info_matches_scipy_entropies():
     a = rng.integers(0, 4, 500)
     b = (a + rng.integers(0, 3, 500)) % 5  # depends on a
     entropy = lambda *cols: stats.entropy(np.unique(np.stack(cols), axis=1, return_counts=True)[1])  # noqa: E731
-    np.testing.assert_allclose(dm.discrete_mutual_info(a, b),
+    np.testing.assert_allclose(estimators.discrete_mutual_info(a, b),
                                entropy(a) + entropy(b) - entropy(a, b), rtol=1e-12)
-    np.testing.assert_allclose(dm.discrete_mutual_info(a, a), entropy(a), rtol=1e-12)
+    np.testing.assert_allclose(estimators.discrete_mutual_info(a, a), entropy(a), rtol=1e-12)
     # a table that factorizes exactly: zero information
-    assert abs(dm.discrete_mutual_info(np.repeat(np.arange(3), 4), np.tile(np.arange(4), 3))) < 1e-15
+    assert abs(estimators.discrete_mutual_info(np.repeat(np.arange(3), 4), np.tile(np.arange(4), 3))) < 1e-15
 
 
 def test_discretize_cuts_equal_width_bins():
     codes = np.array([[0.0, 5.0], [0.24, 5.0], [0.26, 5.0], [0.99, 5.0], [1.0, 5.0]])
-    binned = dm.discretize(codes, num_bins=4)
+    binned = estimators.discretize(codes, num_bins=4)
     assert binned[:, 0].tolist() == [1, 1, 2, 4, 4] and len(set(binned[:, 1])) == 1
 
 
 def test_dci_of_importance_matrices_by_hand():
-    assert dm.dci_from_importance(np.eye(3) * [1, 5, 2]) == (1.0, 1.0)
-    np.testing.assert_allclose(dm.dci_from_importance(np.ones((3, 3))), (0, 0), atol=1e-12)
+    assert estimators.dci_from_importance(np.eye(3) * [1, 5, 2]) == (1.0, 1.0)
+    np.testing.assert_allclose(estimators.dci_from_importance(np.ones((3, 3))), (0, 0), atol=1e-12)
     # code 0 splits over both factors (D 0), code 1 is all factor 1 (D 1), weights 1/2 each;
     # factor 0 only in code 0 (C 1, weight 1/4), factor 1 split 1/3 : 2/3 (weight 3/4)
     h = -(1 / 3 * np.log2(1 / 3) + 2 / 3 * np.log2(2 / 3))
-    np.testing.assert_allclose(dm.dci_from_importance([[1, 1], [0, 2]]),
+    np.testing.assert_allclose(estimators.dci_from_importance([[1, 1], [0, 2]]),
                                (0.5, 0.25 + 0.75 * (1 - h)), rtol=1e-12)
-    assert dm.dci_from_importance(np.zeros((2, 2))) == (0.0, 0.0)
+    assert estimators.dci_from_importance(np.zeros((2, 2))) == (0.0, 0.0)
 
 
 def test_lasso_soft_thresholds_an_orthogonal_design():
@@ -87,7 +89,7 @@ def test_lasso_soft_thresholds_an_orthogonal_design():
     y -= y.mean()
     corr = x.T @ y / n
     expected = np.sign(corr) * np.maximum(np.abs(corr) - 0.1, 0)
-    np.testing.assert_allclose(dm.lasso(x, y, alpha=0.1), expected, atol=1e-10)
+    np.testing.assert_allclose(estimators.lasso(x, y, alpha=0.1), expected, atol=1e-10)
 
 
 def test_softmax_regression_reaches_the_scipy_optimum():
@@ -102,7 +104,7 @@ def test_softmax_regression_reaches_the_scipy_optimum():
         return np.mean(np.log(np.exp(logits).sum(1)) - logits[np.arange(300), y]) + l2 / 2 * np.sum(w**2)
 
     reference = optimize.minimize(objective, np.zeros(16), method="BFGS", options={"gtol": 1e-9}).x
-    w, b = dm.softmax_regression(x, y, 4, l2=l2, iterations=2000)
+    w, b = estimators.softmax_regression(x, y, 4, l2=l2, iterations=2000)
     np.testing.assert_allclose(objective(np.r_[w.ravel(), b]), objective(reference), rtol=1e-6)
     centred = lambda logits: logits - logits.mean(axis=1, keepdims=True)  # noqa: E731
     np.testing.assert_allclose(centred(x @ w + b),

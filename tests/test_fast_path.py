@@ -15,8 +15,8 @@ import tensorflow_probability as tfp
 from conftest import binary_data, tiny_dense, xla_compiled
 from vae_zoo import evaluate, heads, recipes
 from vae_zoo.models import ConditionalVAE
-from vae_zoo.models.base import AUTO_STEPS_PER_EXECUTION
-from vae_zoo.models.compiled_step import OneBatchSizeXla
+from vae_zoo.training.fast_path import AUTO_STEPS_PER_EXECUTION
+from vae_zoo.training.compiled_step import OneBatchSizeXla
 
 # About the compiled step: compile's jit_compile="auto" keeps XLA here (see conftest).
 pytestmark = [pytest.mark.xla, pytest.mark.numerics]
@@ -209,7 +209,7 @@ def test_a_partial_last_batch_runs_the_plain_step_not_a_second_compilation():
     model = tiny_dense()
     model.compile(optimizer="adam")  # defaults: XLA, 32 steps per call
     model.fit(x, validation_data=x[:20], batch_size=16, epochs=3, verbose=0)
-    steps = model.__dict__["_vae_zoo_steps"]
+    steps = model.xla_steps()
     assert int(steps["train"].size) == 16
     assert (int(steps["train"].compiled_steps), int(steps["train"].plain_steps)) == (12, 3)
     # traced once (compile builds the optimizer: a step that created its slots would
@@ -220,4 +220,4 @@ def test_a_partial_last_batch_runs_the_plain_step_not_a_second_compilation():
     plain = tiny_dense()
     plain.compile(optimizer="adam", jit_compile=False)
     plain.fit(x, batch_size=16, epochs=1, verbose=0)
-    assert plain.__dict__["_vae_zoo_steps"]["train"] is None
+    assert plain.xla_steps()["train"] is None

@@ -18,22 +18,27 @@ PACKAGE = Path(vae_zoo.__file__).parent
 
 # Layer of each module, by its dotted name's prefix; utilities may be used by anyone.
 UTILITIES = ("vae_zoo", "vae_zoo._quiet", "vae_zoo.registry", "vae_zoo.positions", "vae_zoo.__main__")
-LAYERS = {
+LAYERS = {  # the first layer whose prefix a module has is its layer
+    # below the models: how Keras runs their step (the base model's parent class)
+    "fast_path": ("vae_zoo.training.fast_path", "vae_zoo.training.compiled_step",
+                  "vae_zoo.training.arrays"),
     "core": ("vae_zoo.distributions", "vae_zoo.heads", "vae_zoo.networks", "vae_zoo.bodies",
              "vae_zoo.objectives", "vae_zoo.aggregate_posterior", "vae_zoo.schedules",
              "vae_zoo.models"),
-    "analysis": ("vae_zoo.evaluate", "vae_zoo.plots", "vae_zoo.disentanglement"),
+    "analysis": ("vae_zoo.evaluate", "vae_zoo.plots", "vae_zoo.disentanglement",
+                 "vae_zoo.estimators"),
     "data": ("vae_zoo.data", "vae_zoo.datasets"),
     "training": ("vae_zoo.training",),
     "drivers": ("vae_zoo.drivers",),
 }
 # What each layer may import besides utilities (itself included).
 ALLOWED = {
-    "core": {"core"},
-    "analysis": {"core", "analysis"},
+    "fast_path": {"fast_path"},
+    "core": {"fast_path", "core"},
+    "analysis": {"fast_path", "core", "analysis"},
     "data": {"data"},
-    "training": {"core", "analysis", "data", "training"},
-    "drivers": {"core", "analysis", "data", "training", "drivers"},
+    "training": {"fast_path", "core", "analysis", "data", "training"},
+    "drivers": {"fast_path", "core", "analysis", "data", "training", "drivers"},
 }
 # Finer rules inside the core: (importer prefix, forbidden prefix).
 FORBIDDEN = [

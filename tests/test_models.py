@@ -13,6 +13,18 @@ from vae_zoo.models import MODELS, VAE, DenseVAE
 pytestmark = pytest.mark.numerics  # rerun on other CPUs' code paths (.ci/run)
 
 
+def test_every_family_samples_with_one_signature():
+    """`sample(num_samples, y=None, seed=None)` in every registered family; an
+    unconditional model refuses a condition in one line."""
+    import inspect
+
+    for name in MODELS.names():
+        parameters = list(inspect.signature(MODELS.get(name).sample).parameters)
+        assert parameters[:4] == ["self", "num_samples", "y", "seed"], name
+    with pytest.raises(ValueError, match=r"^DenseVAE is not conditional: sample takes no y$"):
+        tiny_dense().sample(2, y=1)
+
+
 @pytest.mark.parametrize("input_shape", [(6,), (4, 4, 1), (4, 4, 3)])
 def test_api_shapes(input_shape):
     """encode/decode/elbo/sample/reconstruct return the documented shapes."""

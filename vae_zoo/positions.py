@@ -1,6 +1,6 @@
 """The order of a data set's examples on each pass, as a `tf.data.Dataset` of positions.
 
-A utility below every layer: in-memory arrays given to `fit` (`vae_zoo.models.arrays`)
+A utility below every layer: in-memory arrays given to `fit` (`vae_zoo.training.arrays`)
 and the data layer's image folders and generated data sets gather their examples at
 these positions.
 """

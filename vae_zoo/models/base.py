@@ -1,16 +1,14 @@
 """The one VAE model every family builds on.
 
-(About 450 lines, most of them docstrings: the public API, the one `train_step` and
-the config of the model stay in one class so that every family shares them.)
-
 A model is five parts: an encoder body, a posterior head, a decoder body, a likelihood
-head and a prior. A family (`DenseVAE`, ...) is a thin constructor that builds those
+head and a prior. A family (`DenseVAE`, ...) is a thin constructor that composes those
 parts from a few arguments; training, evaluation, sampling and saving live here once.
+How Keras runs the training step fast (XLA, steps per call, the array pipeline) is the
+parent class's, `vae_zoo.training.fast_path.FastPath`.
 """
 
 from __future__ import annotations
 
-import inspect
 import math
 
 import keras
@@ -19,11 +17,11 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from vae_zoo import objectives
-from vae_zoo.models import arrays, training_objectives
-from vae_zoo.models.compiled_step import OneBatchSizeXla
+from vae_zoo.models import training_objectives
 from vae_zoo.models.training_objectives import OBJECTIVES  # noqa: F401  (the registry)
 from vae_zoo.registry import Registry
 from vae_zoo.schedules import BetaSchedule
+from vae_zoo.training.fast_path import FastPath
 
 tfd = tfp.distributions
 
@@ -31,13 +29,6 @@ MODELS = Registry("model family")
 
 # Reported by every objective; each adds its own (`Objective.metric_names`).
 METRIC_NAMES = ("loss", "elbo", "reconstruction", "kl", "beta")
-# Training steps per call of the compiled train function when `compile` is left at
-# steps_per_execution="auto" (one tf.while_loop runs them; more gains little).
-AUTO_STEPS_PER_EXECUTION = 32
-# Whether `compile`'s jit_compile="auto" compiles the step with XLA (off a tf.distribute
-# strategy). The test suite sets it to False where the XLA step is not what a test is
-# about (tests marked `xla` keep it): XLA's compilation takes most of a tiny model's fit.
-AUTO_JIT_COMPILE = True
 
 
 def _stateless_seed(seed):
@@ -80,7 +71,7 @@ def serialize_config_value(value):
 
 
 @keras.saving.register_keras_serializable(package="vae_zoo")
-class VAE(keras.Model):
+class VAE(FastPath):
     """Variational autoencoder with TFP distributions for q(z|x), p(x|z) and p(z).
 
     Trains by maximizing the β-weighted evidence lower bound
@@ -333,11 +324,19 @@ class VAE(keras.Model):
             "log_posterior": q.log_prob(z),
         }
 
-    def sample(self, n, seed=None):
-        """`n` draws x̄ = E[x|z], z ~ p(z): `[n, *input_shape]` (the likelihood's mean)."""
-        seed = self.draw_seed(seed)
-        z = self.prior_distribution().sample(n, seed=seed)
+    def sample(self, num_samples, y=None, seed=None):
+        """`num_samples` draws x̄ = E[x|z], z ~ p(z): `[num_samples, *input_shape]` (the
+        likelihood's mean). Every family takes these arguments: `y`, the condition of a
+        conditional family (one for all samples, or one per sample), is refused by the
+        others; `seed` an int or None (the model's next)."""
+        self.refuse_condition(y, "sample")
+        z = self.prior_distribution().sample(num_samples, seed=self.draw_seed(seed))
         return self.decode(z).mean()
+
+    def refuse_condition(self, y, method):
+        """A one-line ValueError when an unconditional model's `method` is given a `y`."""
+        if y is not None and not self.conditional:
+            raise ValueError(f"{type(self).__name__} is not conditional: {method} takes no y")
 
     def reconstruct(self, x, y=None):
         """E[x|z] at the posterior mean z = E_q[z|x]: `[B, *input_shape]`."""
@@ -392,45 +391,12 @@ class VAE(keras.Model):
 
     # ------------------------------------------------------------------ training
 
-    def compile(self, optimizer="rmsprop", *, jit_compile="auto", steps_per_execution="auto",
-                **kwargs):
-        """`keras.Model.compile` with fast defaults: XLA and several steps per call.
-
-        Args:
-            jit_compile: "auto" (default) compiles the step with XLA, also on CPU
-                (where Keras' own "auto" would not: for these models the XLA step is
-                faster there too, see `benchmarks/train_throughput.py`), except for a
-                model built under a `tf.distribute` strategy, where Keras turns XLA
-                off. True / False as in Keras.
-            steps_per_execution: "auto" (default) runs `AUTO_STEPS_PER_EXECUTION`
-                steps per call of the compiled function, which removes the per-step
-                Python and dispatch overhead, or 1 under a `tf.distribute` strategy
-                (Keras 3.15 fails there with more). An int as in Keras. With N > 1,
-                callbacks' batch hooks run every N steps; a β schedule is read inside
-                the compiled step, so it still changes β at every step.
-            optimizer, **kwargs: as in `keras.Model.compile`.
-        """
-        distributed = self.built_under_strategy
-        if jit_compile == "auto":
-            jit_compile = AUTO_JIT_COMPILE and not distributed
-        if steps_per_execution == "auto":
-            steps_per_execution = 1 if distributed else AUTO_STEPS_PER_EXECUTION
-        super().compile(optimizer=optimizer, jit_compile=jit_compile,
-                        steps_per_execution=steps_per_execution, **kwargs)
+    def compile(self, optimizer="rmsprop", **kwargs):
+        """`keras.Model.compile` with the fast path's defaults (XLA, several steps per
+        call: `vae_zoo.training.fast_path.FastPath.compile`), then the optimizers built:
+        the main one on `main_variables`, and one per auxiliary part."""
+        super().compile(optimizer=optimizer, **kwargs)
         self._compile_auxiliary_parts()
-
-    def fit(self, *args, **kwargs):
-        """`keras.Model.fit`, with in-memory arrays fed by a fixed pipeline.
-
-        NumPy arrays (and eager tensors) for `x` (and `y`, and `validation_data` or
-        `validation_split`) go through `vae_zoo.models.arrays.array_dataset`: the same
-        batches, shuffled every epoch as Keras shuffles them, without the run-time
-        tuned pipeline Keras builds for arrays, which stalls some epochs by seconds on
-        a busy CPU. Everything else is Keras' `fit`.
-        """
-        return super().fit(**arrays.fit_arguments(args, kwargs))
-
-    fit.__signature__ = inspect.signature(keras.Model.fit)  # what callers bind against
 
     def compile_from_config(self, config):
         # Keras skips compiling a loaded model whose class overrides `compile`, so
@@ -542,49 +508,6 @@ class VAE(keras.Model):
         self.beta_schedule = schedule
         if getattr(self, "optimizer", None) is not None:
             self.make_train_function(force=True)
-
-    def make_train_function(self, force=False):
-        """Keras' train function; with `jit_compile`, its step is compiled by XLA for
-        one batch size (`compiled_step.OneBatchSizeXla`), so a partial last batch
-        costs a plain step, not a second compilation."""
-        if self.train_function is not None and not force:
-            return self.train_function
-        return self._make_step_function("train", self._train_step, super().make_train_function)
-
-    def make_test_function(self, force=False):
-        """Keras' test function (`evaluate`, `fit`'s validation), always a plain graph:
-        XLA's compilation of the forward pass costs about a second per `fit` and gives
-        no steady gain on CPU (the same time per batch for the dense and the conv
-        models), so only the training step is compiled."""
-        if self.test_function is not None and not force:
-            return self.test_function
-        return self._make_step_function("test", self._test_step, super().make_test_function,
-                                        compiled=False)
-
-    def _make_step_function(self, kind, step, make, compiled=True):
-        """Keras' `make` without XLA around a step that compiles itself when the model
-        is compiled with XLA (and `compiled`)."""
-        steps = self.__dict__.setdefault("_vae_zoo_steps", {})
-        xla = bool(self.jit_compile) and not self.run_eagerly
-        steps[kind] = OneBatchSizeXla(step, self._batch_size_of) if xla and compiled else None
-        if not xla:
-            return make(force=True)
-        self.jit_compile = False  # Keras' own function: the step inside is compiled
-        try:
-            return make(force=True)
-        finally:
-            self.jit_compile = True
-
-    def _batch_size_of(self, data):
-        return tf.shape(self.unpack_inputs(data)[0])[0]
-
-    def train_step(self, data):
-        step = self.__dict__.get("_vae_zoo_steps", {}).get("train")
-        return step(data) if step is not None else self._train_step(data)
-
-    def test_step(self, data):
-        step = self.__dict__.get("_vae_zoo_steps", {}).get("test")
-        return step(data) if step is not None else self._test_step(data)
 
     def _train_step(self, data):
         inputs = self.unpack_inputs(data)

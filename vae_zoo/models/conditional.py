@@ -282,24 +282,26 @@ class ConditionalVAE(Family):
             return self.prior.distribution(self.condition(y))
         return self.prior.distribution()
 
-    def sample(self, n, y=None, seed=None):
-        """`n` draws of E[x|z, y], z ~ p(z|y): `[n, *input_shape]`.
+    def sample(self, num_samples, y=None, seed=None):
+        """`num_samples` draws of E[x|z, y], z ~ p(z|y): `[num_samples, *input_shape]`.
 
         Args:
-            n: int, number of samples.
-            y: one label (an int, used for all n) or n labels `[n]`; for a model
-                conditioned on vectors, one `[condition_dim]` vector or `[n, condition_dim]`.
+            num_samples: int, number of samples.
+            y: one label (an int, used for all samples) or one per sample `[n]`; for a
+                model conditioned on vectors, one `[condition_dim]` vector or
+                `[n, condition_dim]`.
             seed: int or None.
 
         Example: `model.sample(8, y=3)`; `model.sample(10, y=np.arange(10), seed=0)`.
         """
         if y is None:
             raise ValueError("ConditionalVAE.sample needs y, e.g. model.sample(8, y=3)")
+        n = num_samples
         y = self._as_tensor(y)
         if y.shape.rank == (0 if self.num_classes else 1):  # one condition for all n
             y = tf.broadcast_to(y, tf.concat([[n], tf.shape(y)], 0))
         elif isinstance(n, int) and y.shape[0] is not None and y.shape[0] != n:
-            raise ValueError(f"sample got {y.shape[0]} conditions for n={n} samples")
+            raise ValueError(f"sample got {y.shape[0]} conditions for num_samples={n}")
         seed = self.draw_seed(seed)
         prior = self.prior_distribution(y)
         z = prior.sample(seed=seed) if prior.batch_shape.rank else prior.sample(n, seed=seed)

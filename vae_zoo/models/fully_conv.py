@@ -127,10 +127,11 @@ class FullyConvVAE(Family):
         """The prior over the latent map of the images at hand (`q.event_shape`)."""
         return self.prior.distribution(latent_shape=tuple(q.event_shape))
 
-    def sample(self, n, seed=None, image_size=None):
-        """`n` draws of E[x|z], z ~ p(z) on the latent map of `image_size` `(H, W)`
-        (default: the training size): `[n, H, W, C]`."""
+    def sample(self, num_samples, y=None, seed=None, image_size=None):
+        """`num_samples` draws of E[x|z], z ~ p(z) on the latent map of `image_size`
+        `(H, W)` (default: the training size): `[num_samples, H, W, C]`."""
+        self.refuse_condition(y, "sample")
         latent_shape = self.latent_shape_for(image_size or self.data_shape[:2])
-        seed = self.draw_seed(seed)
-        z = self.prior.distribution(latent_shape=latent_shape).sample(n, seed=seed)
+        z = self.prior.distribution(latent_shape=latent_shape).sample(
+            num_samples, seed=self.draw_seed(seed))
         return self.decode(z).mean()
