@@ -10,11 +10,9 @@ import tensorflow as tf
 
 from vae_zoo import callbacks
 from vae_zoo.models import DenseVAE
-from vae_zoo.schedules import BetaSchedule
+from vae_zoo.schedules import SCHEDULES, BetaSchedule
 
 pytestmark = pytest.mark.numerics  # rerun on other CPUs' code paths (.ci/run)
-
-SCHEDULES = callbacks.SCHEDULES
 
 
 def test_registered_schedules():
@@ -233,7 +231,7 @@ def test_a_beta_schedule_as_the_models_beta_anneals_every_step(steps_per_executi
     """`beta=BetaSchedule(...)`: β follows the optimizer's step inside the compiled step,
     at any steps per call, with no callback; it is saved with the model."""
     keras.utils.set_random_seed(0)
-    schedule = callbacks.BetaSchedule("linear", beta_max=2.0, warmup_steps=4)
+    schedule = BetaSchedule("linear", beta_max=2.0, warmup_steps=4)
     model = DenseVAE(input_shape=(6,), latent_dim=3, hidden_units=(8,), beta=schedule, seed=0)
     model.compile(optimizer="adam", steps_per_execution=steps_per_execution)
     assert float(model.beta.numpy()) == 0.0 and model.initial_beta == 0.0
@@ -244,14 +242,14 @@ def test_a_beta_schedule_as_the_models_beta_anneals_every_step(steps_per_executi
 
 
 def test_beta_schedule_matches_the_registered_formula():
-    schedule = callbacks.BetaSchedule("sigmoid", beta_min=0.1, beta_max=3.0, warmup_steps=50)
+    schedule = BetaSchedule("sigmoid", beta_min=0.1, beta_max=3.0, warmup_steps=50)
     fn = SCHEDULES.get("sigmoid")
     options = dict(beta_min=0.1, beta_max=3.0, warmup_steps=50)
     for step in (0, 10, 25, 49, 50, 80):
         assert schedule(step) == fn(step, **options)
         assert float(schedule(tf.constant(step, tf.int64))) == pytest.approx(fn(step, **options))
     with pytest.raises(ValueError):
-        callbacks.BetaSchedule("linear", beta_min=2.0, beta_max=1.0)
+        BetaSchedule("linear", beta_min=2.0, beta_max=1.0)
 
 
 def test_schedules_accept_tensor_steps():

@@ -8,7 +8,7 @@ import tensorflow as tf
 from scipy import stats
 
 from conftest import assert_same_outputs, binary_data
-from vae_zoo import data, evaluate, priors
+from vae_zoo import data, evaluate, heads, priors
 from vae_zoo.models import MODELS, FullyConvVAE
 
 SPATIAL = {"name": "spatial_autoregressive", "filters": 4, "kernel_size": 3}
@@ -162,7 +162,7 @@ def test_spatial_prior_starts_as_standard_normal_at_any_map_size():
 
 def test_spatial_prior_is_autoregressive_in_raster_order():
     """Changing z at one position changes p(z_j | z_<j) only at later positions j."""
-    prior = priors.SpatialAutoregressivePrior((4, 5, 2), filters=6)
+    prior = heads.SpatialAutoregressivePrior((4, 5, 2), filters=6)
     randomize(prior)
     z = np.random.default_rng(1).normal(size=(1, 4, 5, 2)).astype("float32")
     moved = z.copy()
@@ -179,7 +179,7 @@ def test_spatial_prior_is_autoregressive_in_raster_order():
 
 def test_spatial_prior_density_integrates_to_one():
     """On a 1×2 map with one channel, ∫∫ p(z1, z2) dz1 dz2 = 1 (a proper density)."""
-    prior = priors.SpatialAutoregressivePrior((1, 2, 1), filters=4)
+    prior = heads.SpatialAutoregressivePrior((1, 2, 1), filters=4)
     randomize(prior, scale=0.3)
     grid = np.linspace(-12.0, 12.0, 481, dtype="float32")
     z1, z2 = np.meshgrid(grid, grid, indexing="ij")
@@ -191,7 +191,7 @@ def test_spatial_prior_density_integrates_to_one():
 
 def test_spatial_prior_samples_follow_its_conditionals():
     """Sequential samples, whitened by the conditionals log_prob uses, are N(0, 1)."""
-    prior = priors.SpatialAutoregressivePrior((3, 3, 2), filters=4)
+    prior = heads.SpatialAutoregressivePrior((3, 3, 2), filters=4)
     randomize(prior, scale=0.3)
     z = prior.distribution().sample(2000, seed=tf.constant([3, 4]))
     assert z.shape == (2000, 3, 3, 2)

@@ -5,7 +5,8 @@
 - `likelihoods`: p(x|z) heads, registered in `LIKELIHOODS`; each declares its data
   support (`support_problem`) and its parameter names (`parameter_names`);
 - `priors`: p(z) and p(z|y) layers, registered in `PRIORS` (also `vae_zoo.priors`);
-  `vamp_prior`: the VampPrior, registered there too.
+  `map_priors`: the autoregressive priors over a latent map, and `vamp_prior`: the
+  VampPrior, registered there too.
 
 Bodies (`vae_zoo.networks`) end with a projection to a head's `params_shape`; heads
 never hold the projection, so one head serves dense, convolutional and
@@ -41,13 +42,12 @@ from vae_zoo.heads.posteriors import (
     DiagonalGaussianPosterior,
     FullCovarianceGaussianPosterior,
 )
+from vae_zoo.heads.map_priors import AutoregressiveCategoricalPrior, SpatialAutoregressivePrior
 from vae_zoo.heads.priors import (
     PRIORS,
-    AutoregressiveCategoricalPrior,
     ConditionalGaussianPrior,
     MixtureOfGaussiansPrior,
     Prior,
-    SpatialAutoregressivePrior,
     StandardNormalPrior,
     UniformCategoricalPrior,
 )

@@ -32,7 +32,7 @@ class FullyConvVAE(Family):
     strongly correlated (they encode overlapping image patches). The KL term is then
     hard to drive down, and images decoded from N(0, I) maps are poor: local texture
     without global structure. The remedy offered is `prior="spatial_autoregressive"`
-    (`vae_zoo.priors.SpatialAutoregressivePrior`): a learned PixelCNN-style Gaussian
+    (`vae_zoo.heads.map_priors.SpatialAutoregressivePrior`): a learned PixelCNN-style Gaussian
     prior that predicts each position from the positions above and to its left,
     trained with the model through the ELBO (Monte-Carlo KL). On the same data it
     gives a lower KL and a higher ELBO (`benchmarks/fully_conv_prior.py`: 10 epochs on
