@@ -8,8 +8,8 @@ never builds a distribution.
 - `encoder(input_shape, params_shape)`: x `[B, *input_shape]` → the posterior head's
   parameters `[B, *params_shape]`;
 - `decoder(input_shape, latent_shape, params_shape)`: z `[B, *latent_shape]` → the
-  likelihood head's parameters `[B, *params_shape]` (`params_shape` is
-  `input_shape + (k,)` or, for a head that reads a flat vector, `(D,)`);
+  likelihood head's parameters `[B, *params_shape]`, `input_shape + (k,)` for k
+  parameters per element;
 - `trunk(input_shape)`: the encoder without its projection (x → features), for
   families that project the features themselves (the ladder of `HierarchicalVAE`).
 
@@ -23,7 +23,8 @@ Example:
 body = BODIES.build({"name": "conv", "filters": (32, 64), "kernel_sizes": (3, 3),
                      "strides": (2, 2), "dense_units": (256,)})
 body.check((28, 28, 1))
-encoder = body.encoder((28, 28, 1), params_shape=(2, 32))
+encoder = body.encoder((28, 28, 1), params_shape=(64,))  # μ and σ of a 32-d z
+decoder = body.decoder((28, 28, 1), latent_shape=(32,), params_shape=(28, 28, 1, 1))
 ```
 """
 
