@@ -22,9 +22,9 @@ LAYERS = {  # the first layer whose prefix a module has is its layer
     # below the models: how Keras runs their step (the base model's parent class)
     "fast_path": ("vae_zoo.training.fast_path", "vae_zoo.training.compiled_step",
                   "vae_zoo.training.arrays"),
-    "core": ("vae_zoo.distributions", "vae_zoo.heads", "vae_zoo.networks", "vae_zoo.bodies",
-             "vae_zoo.objectives", "vae_zoo.aggregate_posterior", "vae_zoo.schedules",
-             "vae_zoo.models"),
+    "core": ("vae_zoo.distributions", "vae_zoo.bijectors", "vae_zoo.heads", "vae_zoo.networks",
+             "vae_zoo.bodies", "vae_zoo.objectives", "vae_zoo.aggregate_posterior",
+             "vae_zoo.schedules", "vae_zoo.models"),
     "analysis": ("vae_zoo.evaluate", "vae_zoo.plots", "vae_zoo.disentanglement",
                  "vae_zoo.estimators"),
     "data": ("vae_zoo.data", "vae_zoo.datasets"),
@@ -53,6 +53,8 @@ FORBIDDEN = [
     ("vae_zoo.aggregate_posterior", "vae_zoo.models"),
     ("vae_zoo.aggregate_posterior", "vae_zoo.heads"),
     ("vae_zoo.distributions", "vae_zoo.heads"),
+    ("vae_zoo.bijectors", "vae_zoo.heads"),
+    ("vae_zoo.bijectors", "vae_zoo.models"),
 ]
 THIRD_PARTY_FORBIDDEN = [
     ("vae_zoo.networks", "tensorflow_probability"),  # no distributions in bodies

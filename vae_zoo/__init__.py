@@ -6,9 +6,10 @@ are reachable from it (`vae_zoo.evaluate.log_likelihood(...)`); the ones with he
 dependencies (keras-tuner, TFDS) are imported on first use.
 
 Layers, each importing only from those above it in this list:
-- core: `distributions`, `heads` (with `priors`), `networks`, `objectives`,
-  `schedules`, `models`;
-- `evaluate`, `plots`, `disentanglement`: use the core only;
+- core: `distributions`, `bijectors`, `heads` (with `priors`), `networks`, `bodies`,
+  `objectives`, `schedules`, `models` (whose base derives from
+  `training.fast_path.FastPath`, below them);
+- `evaluate`, `plots`, `disentanglement` (with `estimators`): use the core only;
 - `data`: input pipelines, a registry of datasets;
 - `training`: `callbacks`, `distribute`, checkpointing;
 - `drivers`: `recipes`, `runs`, `tuning`, `export`, `cli`.
@@ -37,6 +38,7 @@ if not _LIGHT:
 _SUBMODULES = {
     "registry": "vae_zoo.registry",
     "distributions": "vae_zoo.distributions",
+    "bijectors": "vae_zoo.bijectors",
     "heads": "vae_zoo.heads",
     "priors": "vae_zoo.heads.priors",
     "networks": "vae_zoo.networks",

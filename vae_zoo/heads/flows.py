@@ -25,12 +25,8 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from vae_zoo import networks
-from vae_zoo.distributions import (
-    FlowDistribution,
-    PhiloxNormal,
-    PlanarFlow,
-    inverse_autoregressive_step,
-)
+from vae_zoo.bijectors import FlowDistribution, PlanarFlow, inverse_autoregressive_step
+from vae_zoo.distributions import PhiloxNormal
 from vae_zoo.heads.base import POSTERIORS, DistributionHead, as_float32
 
 tfd = tfp.distributions
@@ -176,7 +172,7 @@ class PlanarPosterior(FlowPosterior):
 
     Each step is z_t = z_{t−1} + û_t tanh(w_tᵀ z_{t−1} + b_t), with û_t the
     projection of u_t that keeps it invertible (w_tᵀ û_t > −1,
-    `vae_zoo.distributions.PlanarFlow`).
+    `vae_zoo.bijectors.PlanarFlow`).
 
     Params `[B, 2d + num_steps·(2d + 1)]`; batch `[B]`, event `[d]`.
 
