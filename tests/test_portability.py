@@ -30,12 +30,6 @@ def _machine():
     return module
 
 
-def _host_flags():
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    line = next((line for line in text.splitlines() if line.startswith("flags")), "")
-    return set(line.partition(":")[2].split())
-
-
 def _python(code, tmp_path, **settings):
     """Runs `code` in a fresh Python with `settings` added to the environment (and the
     suite's own numerics settings removed); returns stdout + stderr."""
@@ -75,7 +69,7 @@ def _xla_registers(tmp_path, name, max_isa=None):
 @pytest.mark.slow
 def test_xla_max_isa_caps_the_generated_code(tmp_path):
     assert shutil.which("objdump"), "objdump (binutils) reads XLA's machine code"
-    if "avx2" in _host_flags():  # the probe sees wide registers where they are used
+    if "avx2" in _machine().cpu()["cpu_flags"]:  # the probe sees wide registers where used
         assert "ymm" in _xla_registers(tmp_path, "native")
     assert not {"ymm", "zmm"} & _xla_registers(tmp_path, "sse", max_isa="SSE4_2")
     assert "zmm" not in _xla_registers(tmp_path, "avx2", max_isa="AVX2")

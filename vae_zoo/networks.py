@@ -4,9 +4,10 @@ A body maps an input to a parameter tensor of a given shape (`params_shape`, ask
 the head that will read it). Bodies end with that projection so a head only reshapes
 and constrains.
 
-Bodies: `mlp_*` (any shape, flattened), `conv_*` (strided convolutions around a dense
-bottleneck, fixed image size), `fully_conv_*` (convolutions only, any image size
-divisible by the stride) and `masked_conv_net` (causal in raster order, for
+Layers: `dense_layers`, `conv_layers` and `projection` (what `vae_zoo.bodies` assembles
+into encoders), `mlp_*` (any shape, flattened), `conv_decoder` (transposed convolutions
+from a dense bottleneck, fixed image size), `fully_conv_*` (convolutions only, any image
+size divisible by the stride) and `masked_conv_net` (causal in raster order, for
 autoregressive priors over a latent map).
 """
 
@@ -90,18 +91,6 @@ def check_conv_layers(image_shape, filters, kernel_sizes, strides):
             f"image size {image_shape[0]}x{image_shape[1]} is not divisible by the total "
             f"stride {stride} (the product of strides {tuple(strides)})"
         )
-
-
-def conv_encoder(filters, kernel_sizes, strides, dense_units, params_shape, activation="relu",
-                 name="encoder"):
-    """Strided-conv body `[B, H, W, C] -> [B, *params_shape]`.
-
-    `Conv2D(f, k, s, "same")` per entry of filters/kernel_sizes/strides, then Flatten,
-    `Dense(u)` per entry of dense_units, and the projection to `params_shape`.
-    """
-    layers = conv_layers(filters, kernel_sizes, strides, activation) + [keras.layers.Flatten()]
-    layers += dense_layers(dense_units, activation)
-    return keras.Sequential(layers + projection(params_shape), name=name)
 
 
 def conv_decoder(image_shape, filters, kernel_sizes, strides, dense_units, params_per_element,

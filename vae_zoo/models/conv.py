@@ -42,7 +42,7 @@ class ConvVAE(Family):
 
     Encoder: `Conv2D(f, k, s, "same")` for each (filter, kernel size, stride) → Flatten
     → `Dense(u)` for u in dense_units → dense μ, σ of z `[B, latent_dim]`
-    (`networks.conv_encoder`). Decoder, the mirror image (`networks.conv_decoder`):
+    (`bodies.ConvBody`). Decoder, the mirror image (`networks.conv_decoder`):
     `Dense(u)` for u in reversed(dense_units) → Dense → Reshape to the smallest
     feature map `[B, H/S, W/S, filters[-1]]` → `Conv2DTranspose` with filters, kernel
     sizes and strides reversed, the last one producing the likelihood's parameters
