@@ -84,7 +84,7 @@ def chunk_profile(model, x, num_samples, limit, chunk_size=None):
     k = min(chunk_size or objectives.iw_chunk_size(len(xb), model.likelihood_params_per_example),
             num_samples)
     seed = tf.constant([0, 1])
-    z = tf.reshape(model.draw_latents(xb, k, seed=seed)[1], [k * len(xb), -1])
+    z = tf.reshape(model.encode(xb).sample(k, seed=seed), [k * len(xb), -1])
     params = model.decoder(z)
     weights_of = model.importance_weights_of(xb)  # q(z|x) once per batch, as evaluated
     with heads.fused_likelihoods():  # as `evaluate.log_likelihood` traces

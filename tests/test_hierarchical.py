@@ -13,6 +13,7 @@ from conftest import binary_data
 from vae_zoo import evaluate, recipes
 from vae_zoo.drivers.recipes import RecipeError
 from vae_zoo.models import MODELS
+from vae_zoo.models.forward import elbo_terms
 from vae_zoo.models.hierarchical import HierarchicalVAE
 
 pytestmark = pytest.mark.numerics  # rerun on other CPUs' code paths (.ci/run)
@@ -91,7 +92,7 @@ def test_elbo_has_the_closed_form_kl_of_every_layer():
     model = tiny()
     x = binary_data(4, (6,))
     seed = tf.constant([7, 8])
-    terms = {k: v.numpy() for k, v in model.layer_terms(x, seed=seed).items()}
+    terms = {k: v.numpy() for k, v in elbo_terms(model.forward(x, seed=seed)).items()}
     z = model.encode(x).sample(seed=seed).numpy()  # the sample the terms used
     blocks, layers = numpy_layers(model, x, z)
     for i, (mu_q, sigma_q, mu_p, sigma_p) in enumerate(layers):
@@ -225,6 +226,24 @@ def test_iwae_objective_and_layer_kls():
     assert np.all(terms["iw_bound"].numpy() >= terms["elbo"].numpy() - 1e-4)
 
 
+@pytest.mark.parametrize("objective", [{"name": "miwae", "num_bounds": 2}, "ciwae",
+                                       {"name": "piwae", "num_bounds": 2}, "info_vae", "wae",
+                                       "capacity"])
+def test_every_objective_of_a_chain_trains_and_reports_each_layer(objective):
+    """The objectives that need no per-dimension moments of q train a ladder through
+    the one `train_step`, each reporting every layer's KL (its sum, the "kl")."""
+    model = tiny(objective=objective, num_samples=2)
+    x = binary_data(8, (6,))
+    terms = model.compute_terms((x,), training=True)
+    np.testing.assert_allclose(terms["kl"], terms["kl_1"] + terms["kl_2"] + terms["kl_3"],
+                               rtol=1e-4, atol=1e-4)
+    model.compile(optimizer="adam")
+    before = [w.numpy() for w in model.trainable_weights]
+    history = model.fit(x, batch_size=4, epochs=1, verbose=0).history
+    assert np.isfinite(history["loss"][0]) and np.isfinite(history["kl_3"][0])
+    assert any(not np.allclose(a, w.numpy()) for a, w in zip(before, model.trainable_weights))
+
+
 # ------------------------------------------------------------------ arguments and recipes
 
 
@@ -236,7 +255,10 @@ def test_iwae_objective_and_layer_kls():
     (dict(body="rnn"), r"^body must be one of \('dense', 'conv'\), got 'rnn'$"),
     (dict(body="conv"), r"^input_shape must be \(height, width, channels\)"),
     (dict(objective={"name": "beta_tc", "dataset_size": 8}),
-     r"^HierarchicalVAE trains with objective elbo or iwae, got \{'name': 'beta_tc'"),
+     r"^objective 'beta_tc' needs a q\(z\|x\) that factorizes over the latent dimensions; "
+     r"HierarchicalVAE's does not$"),
+    (dict(objective="dip_vae_ii"), r"^objective 'dip_vae_ii' needs a q\(z\|x\) that factorizes"),
+    (dict(objective="vq_vae"), r"^objective 'vq_vae' trains the 'vqvae' family, not 'hierarchical'$"),
 ])
 def test_bad_arguments_are_one_line_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):

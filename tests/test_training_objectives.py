@@ -16,6 +16,7 @@ from conftest import binary_data, tiny_dense
 from vae_zoo import aggregate_posterior, recipes
 from vae_zoo.drivers.recipes import RecipeError
 from vae_zoo.models import DenseVAE, training_objectives
+from vae_zoo.models.forward import Batch, elbo_terms
 from vae_zoo.schedules import CapacitySchedule
 
 pytestmark = pytest.mark.numerics  # rerun on other CPUs' code paths (.ci/run)
@@ -174,7 +175,7 @@ def test_mmd_is_near_zero_for_one_distribution_and_positive_for_shifted_ones():
 
 
 def _terms(model, spec, x, beta=1.0):
-    return training_objectives.build(spec).terms(model, (x,), tf.constant(beta), seed=SEED)
+    return training_objectives.build(spec).terms(Batch(model, (x,), seed=SEED), tf.constant(beta))
 
 
 def _log_weights(model, x, k):
@@ -226,8 +227,8 @@ def test_piwae_routes_miwae_to_the_encoder_and_iwae_to_the_generative_model():
         return -tf.reduce_mean(tf.reduce_logsumexp(groups, 1) - np.log(k), 0)
 
     piwae = training_objectives.build({"name": "piwae", "num_bounds": 2})
-    terms = piwae.terms(model, (x,), tf.constant(1.0), seed=SEED)
-    routed = gradients(lambda: piwae.terms(model, (x,), tf.constant(1.0), seed=SEED)["surrogate"])
+    terms = piwae.terms(Batch(model, (x,), seed=SEED), tf.constant(1.0))
+    routed = gradients(lambda: piwae.terms(Batch(model, (x,), seed=SEED), tf.constant(1.0))["surrogate"])
     miwae, iwae = gradients(lambda: reference(2)), gradients(lambda: reference(1))
     n = len(encoder)
     differs = []
@@ -249,7 +250,8 @@ def test_penalty_objectives_compose_their_terms():
     its paper's combination of the reported terms, times the model's β."""
     x = binary_data(6, shape=(6,))
     model = tiny_dense(latent_dim=3)
-    terms, q, z, prior = model.elbo_with_latents(x, seed=SEED)
+    record = model.forward(x, seed=SEED)
+    terms, q, z, prior = elbo_terms(record), record.q, record.z, record.prior
     mc_kl = q.log_prob(z) - prior.log_prob(z)
     ones = _terms(model, {"name": "beta_tc", "alpha": 1, "beta": 1, "gamma": 1, "dataset_size": 9}, x)
     np.testing.assert_allclose(ones["loss"], -(terms["reconstruction"] - mc_kl), rtol=1e-5)
@@ -342,6 +344,33 @@ def test_bad_objectives_raise_one_line_naming_the_option(objective, message):
     assert "\n" not in str(error.value)
     with pytest.raises(ValueError, match=pattern):
         tiny_dense(objective=objective)
+
+
+@pytest.mark.parametrize("objective, family", [
+    ("vq_vae", "vqvae"), ("factor_vae", "factor"), ("reinforce", "discrete"),
+    ("gumbel_softmax", "discrete")])
+def test_an_objective_of_one_family_is_refused_by_the_others(objective, family):
+    message = f"objective '{objective}' trains the '{family}' family, not 'dense'"
+    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+        tiny_dense(objective=objective)
+    with pytest.raises(RecipeError, match="^model." + re.escape(message) + "$"):
+        recipes.load("mnist_dense", [f"model.objective={objective}"])
+
+
+def test_each_family_trains_with_its_own_registered_objective():
+    """The families that train differently name their objective (no terms of their
+    own): its name is the model's `objective`, its metrics the model's."""
+    from vae_zoo.models import MODELS
+
+    expected = {"factor": "factor_vae", "vqvae": "vq_vae", "discrete": "gumbel_softmax"}
+    for family, objective in expected.items():
+        cls = MODELS.get(family)
+        model = cls(**cls.example_arguments)
+        assert model.objective == objective
+        assert "compute_terms" not in vars(cls)
+        names = [tracker.name for tracker in model.trackers]
+        assert names[:5] == ["loss", "elbo", "reconstruction", "kl", "beta"]
+        assert tuple(names[5:]) == training_objectives.OBJECTIVES.get(objective).metric_names
 
 
 @pytest.mark.parametrize("override, message", [

@@ -213,7 +213,7 @@ def validate(raw: dict) -> dict:
         if key in SPEC_ARGS:
             check_spec(where, value, SPEC_ARGS[key])
         if key == "objective":
-            check_objective(where, value)
+            check_objective(where, value, MODELS.get(family))
         if key in SIZE_LIST_ARGS:
             check_sizes(where, value)
         checked[key] = value

@@ -284,13 +284,14 @@ def check_spec(where, value, registry_name):
 
 
 
-def check_objective(where, value):
+def check_objective(where, value, family):
     """model.objective names a registered training objective whose options exist and
-    hold valid values (`vae_zoo.models.training_objectives`); one line naming the key."""
+    hold valid values (`vae_zoo.models.training_objectives`) and that trains models of
+    the class `family`; one line naming the key."""
     from vae_zoo.models import training_objectives
 
     try:
-        training_objectives.build(value)
+        training_objectives.build(value).check_family(family)
     except ValueError as error:  # "objective..." (the option, or the name)
         raise RecipeError(f"{where.rpartition('.')[0]}.{error}") from None
 

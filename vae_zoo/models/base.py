@@ -2,28 +2,27 @@
 
 A model is five parts: an encoder body, a posterior head, a decoder body, a likelihood
 head and a prior. A family (`DenseVAE`, ...) is a thin constructor that composes those
-parts from a few arguments; training, evaluation, sampling and saving live here once.
-How Keras runs the training step fast (XLA, steps per call, the array pipeline) is the
-parent class's, `vae_zoo.training.fast_path.FastPath`.
+parts from a few arguments; the user API and the one training step live here. The
+training terms are the objective's (`vae_zoo.models.training_objectives`), from what
+the model hands it (`vae_zoo.models.forward`). Its parents: how Keras runs the step
+fast (`vae_zoo.training.fast_path.FastPath`), the hooks of parts trained beside the
+VAE (`vae_zoo.models.auxiliary`) and importance-weighted scoring
+(`vae_zoo.models.importance`).
 """
 
 from __future__ import annotations
 
-import math
-
 import keras
-import numpy as np
 import tensorflow as tf
-import tensorflow_probability as tfp
 
-from vae_zoo import objectives
 from vae_zoo.models import training_objectives
-from vae_zoo.models.training_objectives import OBJECTIVES  # noqa: F401  (the registry)
+from vae_zoo.models.auxiliary import AuxiliaryParts, mean_over_global_batch
+from vae_zoo.models.config_values import deserialize_config_value, serialize_config_value
+from vae_zoo.models.forward import Batch, Forward, elbo_terms, forward_record
+from vae_zoo.models.importance import ImportanceSampling
 from vae_zoo.registry import Registry
 from vae_zoo.schedules import BetaSchedule
 from vae_zoo.training.fast_path import FastPath
-
-tfd = tfp.distributions
 
 MODELS = Registry("model family")
 
@@ -38,43 +37,11 @@ def _stateless_seed(seed):
     return tf.cast(seed, tf.int32)
 
 
-def _tile_batch(t, multiples):
-    """`[B, ...]` → `[multiples * B, ...]`, repeating the whole batch (like tf.tile)."""
-    t = tf.convert_to_tensor(t)
-    return tf.tile(t, [multiples] + [1] * (t.shape.rank - 1))
-
-
-def _log_weights(terms):
-    """log p(x|z_k) + log p(z_k) − log q(z_k|x) from `importance_terms`' dict."""
-    return terms["log_likelihood"] + terms["log_prior"] - terms["log_posterior"]
-
-
-def _serialize(obj):
-    return keras.saving.serialize_keras_object(obj)
-
-
-def deserialize_config_value(obj):
-    """A config value back: serialized Keras objects (a `BetaSchedule`) rebuilt."""
-    if isinstance(obj, dict) and "class_name" in obj:
-        return keras.saving.deserialize_keras_object(obj)
-    return obj
-
-
-def serialize_config_value(value):
-    """A config value as JSON-able data: schedules serialized, an objective as its spec
-    `{"name": ..., **options}`, the rest as given."""
-    if isinstance(value, BetaSchedule):
-        return _serialize(value)
-    if isinstance(value, training_objectives.Objective):
-        return value.get_config()
-    return value
-
-
 @keras.saving.register_keras_serializable(package="vae_zoo")
-class VAE(FastPath):
+class VAE(FastPath, AuxiliaryParts, ImportanceSampling):
     """Variational autoencoder with TFP distributions for q(z|x), p(x|z) and p(z).
 
-    Trains by maximizing the β-weighted evidence lower bound
+    Trains by maximizing its objective, by default the β-weighted evidence lower bound
     `E_q[log p(x|z)] − β · KL(q(z|x) || p(z))` (Kingma & Welling 2014,
     arXiv:1312.6114) with one reparameterized sample per example and the analytic KL
     when TFP registers one.
@@ -82,29 +49,24 @@ class VAE(FastPath):
     Args:
         encoder: Keras layer `[B, *input_shape] -> [B, *posterior params]`.
         decoder: Keras layer `[B, *latent_shape] -> [B, *likelihood params]`.
-        posterior: a `vae_zoo.heads` posterior head.
-        likelihood: a `vae_zoo.heads` likelihood head.
-        prior: a `vae_zoo.priors` prior; its `latent_shape` is the model's.
+        posterior, likelihood: `vae_zoo.heads` posterior and likelihood heads.
+        prior: a `vae_zoo.heads` prior; its `latent_shape` is the model's.
         input_shape: tuple, shape of one example (images `(H, W, C)` or `(D,)`).
-        beta: float >= 0, the weight of the KL term, or a
+        beta: float >= 0, the weight of the objective's regularizer, or a
             `vae_zoo.schedules.BetaSchedule` of the optimizer's step (set inside the
-            compiled step before every training step, like a learning-rate schedule).
-            The current value is the non-trainable variable `model.beta`.
+            compiled step). The current value is the non-trainable variable `beta`.
         analytic_kl: use the closed-form KL when registered in TFP.
-        objective: the training objective, a name or spec of
-            `vae_zoo.models.training_objectives.OBJECTIVES` (or an `Objective`):
-            "elbo" (one reparameterized sample per example), "iwae": the
-            importance-weighted bound log (1/K) Σ_k w_k with K = `num_samples`
-            (Burda et al. 2016, arXiv:1509.00519; with β ≠ 1 the weights are
-            p(x|z_k) (p(z_k)/q(z_k|x))^β, the "elbo", "reconstruction" and "kl"
-            metrics are averages over the K samples and "iw_bound" reports the
-            bound), or with options, e.g. `{"name": "beta_tc", "beta": 6.0,
-            "dataset_size": 5000}`, `{"name": "miwae", "num_bounds": 4}` (see that
-            module for all of them and the metrics each adds). Every objective
-            trains through the same `train_step`.
-        num_samples: K, importance samples per example (per bound) for the
-            importance-weighted objectives.
+        objective: a name or spec of `vae_zoo.models.training_objectives.OBJECTIVES`
+            (or an `Objective`): "elbo", "iwae" (K = `num_samples`), or with options,
+            e.g. `{"name": "beta_tc", "beta": 6.0, "dataset_size": 5000}`.
+        num_samples: K, importance samples per example (per bound).
         seed: int or None, seeds the model's `keras.random.SeedGenerator`.
+
+    Scoring (every family, `y` the condition of a conditional one):
+    `elbo(x)` the ELBO's terms of one draw; `log_importance_weights(x, k)` and its
+    parts `importance_terms(x, k)`; `anomaly_score(x)` −log p(x) by importance
+    sampling. A family changes how it is scored through `forward` (one draw),
+    `importance_terms` (K draws) and `score_latents` (given draws).
 
     Example:
     ```python
@@ -119,26 +81,16 @@ class VAE(FastPath):
     # Whether the model's inputs are (x, y) pairs: conditional families set it, and
     # recipes then feed labels.
     conditional = False
+    # Whether q(z|x) is one distribution whose per-dimension moments describe it (what
+    # penalties on the aggregate posterior need), not a chain of conditionals.
+    mean_field_posterior = True
     # Whether train_step/test_step return `[1]` vectors instead of scalars: set by
     # `vae_zoo.distribute.prepare_model` under several workers, where Keras 3.15's
     # metric reduction fails on scalars.
     step_logs_as_vectors = False
 
-    def __init__(
-        self,
-        encoder,
-        decoder,
-        posterior,
-        likelihood,
-        prior,
-        input_shape,
-        beta=1.0,
-        analytic_kl=True,
-        objective="elbo",
-        num_samples=1,
-        seed=None,
-        **kwargs,
-    ):
+    def __init__(self, encoder, decoder, posterior, likelihood, prior, input_shape, beta=1.0,
+                 analytic_kl=True, objective="elbo", num_samples=1, seed=None, **kwargs):
         super().__init__(**kwargs)
         # As Keras decides: a model created in a strategy's scope trains under it.
         self.built_under_strategy = tf.distribute.has_strategy()
@@ -151,30 +103,22 @@ class VAE(FastPath):
         training_objective = training_objectives.build(objective)
         if int(num_samples) < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-        # Layers.
-        self.encoder = encoder
-        self.decoder = decoder
-        self.posterior = posterior
-        self.likelihood = likelihood
-        self.prior = prior
+        self.encoder, self.decoder = encoder, decoder
+        self.posterior, self.likelihood, self.prior = posterior, likelihood, prior
         self.data_shape = tuple(int(d) for d in input_shape)
         self.latent_shape = tuple(prior.latent_shape)
         self.analytic_kl = bool(analytic_kl)
         self.objective = training_objective.name
         self.training_objective = training_objective
+        training_objective.check_family(type(self))
         # What `get_config` records: the name as given, else the spec with its options
         # (set past Keras' attribute tracking, which would wrap the dict).
         object.__setattr__(self, "objective_config", objective if isinstance(objective, str)
                            else training_objective.get_config())
         self.num_samples = int(num_samples)
         self.seed = seed
-        self.beta = self.add_weight(
-            name="beta",
-            shape=(),
-            initializer=keras.initializers.Constant(self.initial_beta),
-            trainable=False,
-            dtype="float32",
-        )
+        self.beta = self.add_weight(name="beta", shape=(), trainable=False, dtype="float32",
+                                    initializer=keras.initializers.Constant(self.initial_beta))
         self.seed_generator = keras.random.SeedGenerator(seed)
         # A prior defined through the model's own q(z|x) (the VampPrior's mixture of
         # q(z|u_k) over pseudo-inputs u_k) is handed `encode` and the input shape.
@@ -242,87 +186,21 @@ class VAE(FastPath):
         """One reparameterized sample z ~ q(z|x), `[B, *latent_shape]`."""
         return q.sample(seed=seed)
 
+    def forward(self, x, y=None, seed=None, training=False) -> Forward:
+        """One draw z ~ q(z|x) through the model: the record an objective computes its
+        terms from (`vae_zoo.models.forward.Forward`). A family that trains differently
+        fills in its own parts here; `training` is True in `train_step`."""
+        x = tf.convert_to_tensor(x, tf.float32)
+        q = self.encode(x, y)
+        z = self.posterior_sample(q, self.draw_seed(seed))
+        return forward_record(x, q, z, self.decode(z, y), self.prior_for(q, y), self.analytic_kl)
+
     def elbo(self, x, y=None, seed=None):
-        """Per-example ELBO terms in nats, one reparameterized sample.
-
-        Returns:
-            dict of `[B]` tensors: "elbo", "reconstruction" (log p(x|z)) and "kl"
-            (analytic when registered in TFP, Monte-Carlo otherwise).
-        """
-        return self.elbo_with_latents(x, y, seed)[0]
-
-    def elbo_with_latents(self, x, y=None, seed=None):
-        """`elbo` and what it was computed from, for objectives that also penalize q(z).
-
-        Returns:
-            (terms, q, z, prior): the dict of `elbo`, q(z|x) (batch `[B]`), the sample
-            z `[B, *latent_shape]` and p(z) (`prior_for(q, y)`).
-        """
-        seed = self.draw_seed(seed)
-        x = tf.convert_to_tensor(x, tf.float32)
-        q = self.encode(x, y)
-        z = self.posterior_sample(q, seed)
-        likelihood = self.decode(z, y)
-        prior = self.prior_for(q, y)
-        return objectives.elbo_terms(x, q, z, likelihood, prior, self.analytic_kl), q, z, prior
-
-    def log_importance_weights(self, x, num_samples, y=None, seed=None):
-        """log p(x|z_k) + log p(z_k) − log q(z_k|x) for K samples z_k ~ q: `[K, B]`."""
-        return _log_weights(self.importance_terms(x, num_samples, y, seed))
-
-    def importance_weights_of(self, x, y=None):
-        """`fn(k, seed) -> [k, B]`: `log_importance_weights(x, k, y, seed)` for one batch
-        x, chunk after chunk of draws (an importance-weighted bound's loop), with
-        q(z|x) computed once, not once per chunk. Same draws, same numbers.
-
-        A family that overrides `importance_terms` or `draw_latents` gets its
-        `log_importance_weights`, x encoded with every chunk.
-        """
-        if (type(self).importance_terms is not VAE.importance_terms
-                or type(self).draw_latents is not VAE.draw_latents):
-            return lambda k, seed: self.log_importance_weights(x, k, y, seed)
-        x = tf.convert_to_tensor(x, tf.float32)
-        q = self.encode(x, y)
-
-        def log_weights(num_samples, seed):
-            z = q.sample(num_samples, seed=self.draw_seed(seed))
-            return _log_weights(self.score_latents(x, q, z, y))
-
-        return log_weights
-
-    def importance_terms(self, x, num_samples, y=None, seed=None):
-        """The parts of the log importance weights for K reparameterized z_k ~ q(z|x).
-
-        Returns:
-            dict of `[K, B]` tensors: "log_likelihood" log p(x|z_k), "log_prior"
-            log p(z_k) and "log_posterior" log q(z_k|x).
-        """
-        x = tf.convert_to_tensor(x, tf.float32)
-        q, z = self.draw_latents(x, num_samples, y, seed)
-        return self.score_latents(x, q, z, y)
-
-    def draw_latents(self, x, num_samples, y=None, seed=None):
-        """q(z|x) and K reparameterized samples of it: (q, z `[K, B, *latent_shape]`)."""
-        seed = self.draw_seed(seed)
-        q = self.encode(x, y)
-        return q, q.sample(num_samples, seed=seed)
-
-    def score_latents(self, x, q, z, y=None):
-        """The parts of the log importance weights at given samples z `[K, B, ...]` of q.
-
-        Returns:
-            dict of `[K, B]` tensors, as `importance_terms`.
-        """
-        num_samples = z.shape[0] if z.shape[0] is not None else tf.shape(z)[0]
-        flat_z = tf.reshape(z, tf.concat([[-1], tf.shape(z)[2:]], 0))  # [K*B, *latent_shape]
-        tiled_y = None if y is None else _tile_batch(y, num_samples)
-        log_px_z = self.likelihood.log_prob_of_draws(
-            self.decode(flat_z, tiled_y), x, num_samples)  # [K, B]
-        return {
-            "log_likelihood": log_px_z,
-            "log_prior": self.prior_for(q, y).log_prob(z),
-            "log_posterior": q.log_prob(z),
-        }
+        """Per-example ELBO terms in nats, one draw: dict of `[B]` tensors "elbo",
+        "reconstruction" (log p(x|z)) and "kl" (analytic when registered in TFP, else
+        Monte-Carlo). Every layer's KL: `forward.elbo_terms(model.forward(x))`."""
+        terms = elbo_terms(self.forward(x, y, seed))
+        return {key: terms[key] for key in ("elbo", "reconstruction", "kl")}
 
     def sample(self, num_samples, y=None, seed=None):
         """`num_samples` draws x̄ = E[x|z], z ~ p(z): `[num_samples, *input_shape]` (the
@@ -368,24 +246,6 @@ class VAE(FastPath):
             current = mask * x + (1.0 - mask) * self.decode(z, y).mean()
         return current
 
-    @property
-    def likelihood_params_per_example(self) -> int:
-        """Likelihood parameters the decoder outputs per example (256 per pixel for a
-        256-way categorical): what bounds the memory of a chunk of importance samples."""
-        return math.prod(self.likelihood.params_shape(self.data_shape))
-
-    def anomaly_score(self, x, y=None, num_samples=1000, seed=0):
-        """−log p(x) per example (importance-weighted, `num_samples` samples): `[B]` numpy.
-
-        Higher means less likely under the model. The bound of
-        `vae_zoo.evaluate.log_likelihood`, without its input checks.
-        """
-        return -objectives.iw_log_likelihood(
-            self.log_importance_weights, np.asarray(x, np.float32), int(num_samples),
-            self.likelihood_params_per_example, y=y, seed=seed,
-            batch_bound=objectives.batch_bound_of(self.importance_weights_of),
-        )
-
     def call(self, inputs, training=False):
         return self.reconstruct(inputs)
 
@@ -396,7 +256,7 @@ class VAE(FastPath):
         call: `vae_zoo.training.fast_path.FastPath.compile`), then the optimizers built:
         the main one on `main_variables`, and one per auxiliary part."""
         super().compile(optimizer=optimizer, **kwargs)
-        self._compile_auxiliary_parts()
+        self.build_optimizers()
 
     def compile_from_config(self, config):
         # Keras skips compiling a loaded model whose class overrides `compile`, so
@@ -405,56 +265,6 @@ class VAE(FastPath):
         if self.built and not self.optimizer.built:
             self.optimizer.build(self.main_variables())
 
-    # ------------------------------------------------------------------ auxiliary parts
-
-    # A part trained by its own optimizer and loss beside the VAE (FactorVAE's
-    # discriminator) goes through these hooks and the one `train_step`, not a loop of
-    # its own.
-
-    def auxiliary_parts(self):
-        """Layers trained by their own optimizer, not the main one: `{name: layer}`.
-
-        None here. For each part a family returns, `compute_terms` returns the
-        per-example loss `"<name>_loss"` (`[B]`), `compile` creates the optimizer
-        `make_auxiliary_optimizer(name)` in the model's strategy scope and builds it
-        (the attribute `<name>_optimizer`, so `.keras` files, weight files and
-        `tf.train.Checkpoint` keep its state), and `train_step`, after the main
-        update, minimizes the loss's mean over the global batch with it over the
-        part's trainable variables only. The main optimizer trains the other
-        variables (`main_variables`), so the main loss never moves a part.
-        """
-        return {}
-
-    def auxiliary_optimizers(self):
-        """`{name: optimizer}` of the auxiliary parts (the attributes `<name>_optimizer`
-        that `compile` sets; None before it)."""
-        return {name: getattr(self, f"{name}_optimizer", None) for name in self.auxiliary_parts()}
-
-    def make_auxiliary_optimizer(self, name):
-        """A new optimizer for the auxiliary part `name` (called by `compile`)."""
-        raise NotImplementedError(f"{type(self).__name__} has no auxiliary part {name!r}")
-
-    def main_variables(self):
-        """The trainable variables the main optimizer trains: all but the auxiliary
-        parts'."""
-        parts = self.auxiliary_parts().values()
-        auxiliary = {id(v) for part in parts for v in part.trainable_variables}
-        return [v for v in self.trainable_variables if id(v) not in auxiliary]
-
-    def _compile_auxiliary_parts(self):
-        parts = self.auxiliary_parts()
-        with self.distribute_strategy.scope():
-            # Built here, not in the first trace of the training step: a step that
-            # creates the optimizer's slots is traced a second time (tf.function
-            # retraces a function that created variables). Keras would also build
-            # the main optimizer on every trainable variable, parts' included.
-            if (self.built or parts) and not self.optimizer.built:
-                self.optimizer.build(self.main_variables())
-            for name, part in parts.items():
-                optimizer = self.make_auxiliary_optimizer(name)
-                optimizer.build(part.trainable_variables)
-                setattr(self, f"{name}_optimizer", optimizer)
-
     def unpack_inputs(self, data):
         """The model's inputs from a batch: `(x,)`; labels, if any, are ignored."""
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
@@ -462,32 +272,13 @@ class VAE(FastPath):
             x = x[0]
         return (x,)
 
-    def compute_terms(self, inputs, training=False):
-        """Per-example objective terms (dict of `[B]`), including "loss" to minimize:
-        the model's `training_objective` (`vae_zoo.models.training_objectives`).
-
-        `training` is True in `train_step` (families with training-only state, such
-        as a score-function baseline, update it then) and False in `test_step`.
-
-        A family or an objective may add "surrogate" (`[B]`): the quantity to
-        differentiate instead of "loss" (e.g. the score-function estimator for
-        discrete z, or PIWAE's gradients routed to encoder and decoder).
-        """
-        beta = tf.convert_to_tensor(self.beta)
-        return self.training_objective.terms(self, inputs, beta)
-
-    def _mean_over_global_batch(self, per_example):
-        """Σ over the replica's examples / global batch size.
-
-        Under a `tf.distribute` strategy Keras sums the replicas' gradients, so each
-        replica's loss must be its share of the global mean, not its own mean.
-        """
-        total = tf.reduce_sum(per_example)
-        count = tf.cast(tf.shape(per_example)[0], per_example.dtype)
-        replica = tf.distribute.get_replica_context()
-        if replica is not None and replica.num_replicas_in_sync > 1:
-            count = replica.all_reduce(tf.distribute.ReduceOp.SUM, count)
-        return total / count
+    def compute_terms(self, inputs, training=False, seed=None):
+        """Per-example terms (dict of `[B]`) of the model's `training_objective`, with
+        "loss" to minimize and, where the objective's gradient is not the loss's
+        (score function, PIWAE), "surrogate" to differentiate instead. `training` is
+        True in `train_step` and False in `test_step`."""
+        batch = Batch(self, inputs, training, seed)
+        return self.training_objective.terms(batch, tf.convert_to_tensor(self.beta))
 
     def _update_metrics(self, terms):
         values = dict(terms, beta=self.beta)
@@ -513,27 +304,17 @@ class VAE(FastPath):
         inputs = self.unpack_inputs(data)
         if self.beta_schedule is not None:
             self.beta.assign(self.beta_schedule(self.optimizer.iterations))
-        parts = self.auxiliary_parts()
-        optimizers = self.auxiliary_optimizers()
-        with tf.GradientTape(persistent=bool(parts)) as tape:
+        with tf.GradientTape(persistent=bool(self.auxiliary_parts())) as tape:
             terms = self.compute_terms(inputs, training=True)
-            # Estimators whose gradient is not the gradient of the loss (score
-            # function) return a per-example "surrogate" to differentiate instead.
-            loss = self._mean_over_global_batch(terms.get("surrogate", terms["loss"]))
+            loss = mean_over_global_batch(terms.get("surrogate", terms["loss"]))
             if self.losses:
                 replicas = tf.distribute.get_strategy().num_replicas_in_sync
                 loss += tf.add_n(self.losses) / replicas
             scaled = self.optimizer.scale_loss(loss)
-            auxiliary = {
-                name: optimizers[name].scale_loss(
-                    self._mean_over_global_batch(terms[f"{name}_loss"]))
-                for name in parts
-            }
+            auxiliary = self.auxiliary_losses(terms)
         variables = self.main_variables()
         self.optimizer.apply(tape.gradient(scaled, variables), variables)
-        for name, part in parts.items():
-            variables = part.trainable_variables
-            optimizers[name].apply(tape.gradient(auxiliary[name], variables), variables)
+        self.apply_auxiliary(tape, auxiliary)
         return self._update_metrics(terms)
 
     def _test_step(self, data):
@@ -549,11 +330,8 @@ class VAE(FastPath):
         return {
             "name": self.name,
             "trainable": self.trainable,
-            "encoder": _serialize(self.encoder),
-            "decoder": _serialize(self.decoder),
-            "posterior": _serialize(self.posterior),
-            "likelihood": _serialize(self.likelihood),
-            "prior": _serialize(self.prior),
+            **{part: keras.saving.serialize_keras_object(getattr(self, part))
+               for part in ("encoder", "decoder", "posterior", "likelihood", "prior")},
             "input_shape": self.data_shape,
             "beta": serialize_config_value(self.beta_config),
             "analytic_kl": self.analytic_kl,

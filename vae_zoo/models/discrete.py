@@ -22,9 +22,53 @@ import tensorflow as tf
 from vae_zoo import bodies, heads, networks, objectives
 from vae_zoo.models.base import MODELS
 from vae_zoo.models.family import Family, compose
+from vae_zoo.models.forward import elbo_terms, forward_record
+from vae_zoo.models.training_objectives import OBJECTIVES, Objective
 
 ESTIMATORS = ("gumbel_softmax", "reinforce")
 BASELINES = ("none", "moving_average", "learned")
+
+
+class _DiscreteELBO(Objective):
+    """The ELBO at a hard one-hot z ~ q(z|x) ("elbo", "reconstruction", "kl", "loss"),
+    with a "surrogate" whose gradient estimates the ELBO's (`DiscreteVAE`)."""
+
+    family = "discrete"
+
+    def terms(self, batch, beta):
+        record = batch.forward(batch.seed)
+        terms = elbo_terms(record)
+        terms["loss"] = objectives.beta_elbo_loss(terms["reconstruction"], terms["kl"], beta)
+        return {**terms, **self.surrogate(batch, record, terms, beta)}
+
+
+@OBJECTIVES.register("reinforce")
+class Reinforce(_DiscreteELBO):
+    """The score-function estimator (Williams 1992) with the model's baseline b:
+    "surrogate" equals "loss" in value, with gradient −(f − b) ∇_φ log q(z|x) + β ∇_φ KL
+    for the encoder, f = log p(x|z), and the learned baseline's squared error."""
+
+    def surrogate(self, batch, record, terms, beta):
+        signal = tf.stop_gradient(terms["reconstruction"])  # f = log p(x|z), [B]
+        surrogate = objectives.score_function_surrogate(
+            terms["loss"], record.q.log_prob(record.z), signal, record.parts["baseline"])
+        return {"surrogate": surrogate + record.parts["baseline_loss"]}
+
+
+@OBJECTIVES.register("gumbel_softmax")
+class GumbelSoftmax(_DiscreteELBO):
+    """The Concrete / Gumbel-softmax relaxation (Jang et al. 2017): while training,
+    "surrogate" is −(log p(x|z̃) − β·KL), z̃ a reparameterized draw of the relaxed q at
+    the model's temperature ("relaxed_reconstruction" is log p(x|z̃)); none in
+    evaluation."""
+
+    def surrogate(self, batch, record, terms, beta):
+        if not batch.training:
+            return {}
+        z_relaxed = record.parts["relaxed"].sample(seed=batch.draw_seed())  # on the simplex
+        relaxed = batch.decode(z_relaxed).log_prob(batch.x)
+        return {"relaxed_reconstruction": relaxed,
+                "surrogate": objectives.relaxed_surrogate(relaxed, terms["kl"], beta)}
 
 
 @keras.saving.register_keras_serializable(package="vae_zoo")
@@ -40,7 +84,8 @@ class DiscreteVAE(Family):
     KL(Cat(q_l) || Uniform(C)) is analytic (registered in TFP for
     `Independent(OneHotCategorical)`).
 
-    What each estimator reports and differentiates (`compute_terms`):
+    What each estimator (the registered objective of its name) reports and
+    differentiates:
     - every metric ("elbo", "reconstruction", "kl", "loss" = −(reconstruction − β·kl))
       is the true ELBO at a hard one-hot sample z ~ q, for both estimators, in
       training and evaluation, as `elbo` (used by `evaluate`) and importance-weighted
@@ -63,7 +108,7 @@ class DiscreteVAE(Family):
       `baseline_decay`) of the batch-mean learning signal over past training steps. It
       lives in non-trainable variables (saved with the model), is read before being
       updated, so b does not depend on the current sample (the estimator stays
-      unbiased), and is only updated by training steps (`compute_terms(...,
+      unbiased), and is only updated by training steps (`forward(...,
       training=True)`, as `train_step` calls it);
     - "learned": the moving average plus an MLP of x (`baseline_units`, NVIL, Mnih &
       Gregor 2014) predicting f − average, trained by squared error through the
@@ -156,7 +201,7 @@ class DiscreteVAE(Family):
             self.baseline_network = networks.mlp_encoder(
                 baseline_units, (1,), activation, name="baseline_network"
             )
-        super().__init__(**parts, analytic_kl=True, **kwargs)
+        super().__init__(**parts, analytic_kl=True, objective=estimator, **kwargs)
 
     def build(self, input_shape=None):
         if self.built:
@@ -197,59 +242,41 @@ class DiscreteVAE(Family):
 
     # ------------------------------------------------------------------ training
 
-    def compute_terms(self, inputs, training=False):
-        """Per-example terms (dict of `[B]`): the true ELBO terms, "loss" and "surrogate".
-
-        "elbo", "reconstruction", "kl" and "loss" use one hard one-hot z ~ q(z|x).
-        "surrogate" (see the class docstring) is the quantity `train_step`
-        differentiates. With `training=False` (evaluation) the moving-average baseline
-        is not updated and "gumbel_softmax" skips its relaxed pass (no "surrogate").
-        """
-        x = tf.convert_to_tensor(inputs[0], tf.float32)
+    def forward(self, x, y=None, seed=None, training=False):
+        """One hard one-hot z ~ q(z|x) (no gradient through it) through the model.
+        Parts: "relaxed", q's relaxation at the temperature; for "reinforce",
+        "baseline" b `[B]` (read before this step's update) and "baseline_loss" (value
+        0, gradient to the learned baseline's network). With `training=True` the
+        moving average takes its step."""
+        x = tf.convert_to_tensor(x, tf.float32)
         params = self.encoder(x)  # [B, L, C] logits
         q = self.posterior(params)  # batch [B], event [L, C]
-        z = tf.stop_gradient(self.posterior_sample(q, self.draw_seed()))  # one-hot
-        reconstruction = self.decode(z).log_prob(x)
-        kl = objectives.kl_divergence(q, self.prior_for(q), z)  # analytic
-        beta = tf.cast(tf.convert_to_tensor(self.beta), kl.dtype)
-        terms = {
-            "elbo": reconstruction - kl,
-            "reconstruction": reconstruction,
-            "kl": kl,
-            "loss": objectives.beta_elbo_loss(reconstruction, kl, beta),
-        }
+        z = tf.stop_gradient(self.posterior_sample(q, self.draw_seed(seed)))  # one-hot
+        record = forward_record(x, q, z, self.decode(z), self.prior_for(q), analytic_kl=True,
+                                relaxed=self.posterior.relaxed(params, self.temperature))
         if self.estimator == "reinforce":
-            terms["surrogate"] = self._score_function_surrogate(x, q, z, terms, training)
-        elif training:
-            relaxed = self.posterior.relaxed(params, self.temperature)
-            z_relaxed = relaxed.sample(seed=self.draw_seed())  # [B, L, C] on the simplex
-            terms["relaxed_reconstruction"] = self.decode(z_relaxed).log_prob(x)
-            terms["surrogate"] = objectives.relaxed_surrogate(
-                terms["relaxed_reconstruction"], kl, beta
-            )
-        return terms
+            baseline, baseline_loss = self._baseline(x, record.reconstruction, training)
+            record.parts.update(baseline=baseline, baseline_loss=baseline_loss)
+        return record
 
-    def _score_function_surrogate(self, x, q, z, terms, training):
-        """`loss` plus terms of value 0 whose gradients make the REINFORCE estimator."""
-        signal = tf.stop_gradient(terms["reconstruction"])  # f = log p(x|z), [B]
+    def _baseline(self, x, reconstruction, training):
+        """b `[B]` for the learning signal f = log p(x|z), and the learned baseline's
+        loss term (value 0); the moving average updated when `training`."""
+        signal = tf.stop_gradient(reconstruction)
         baseline = tf.zeros_like(signal)
         baseline_loss = tf.zeros_like(signal)
-        if self.baseline != "none":
-            average = self.moving_average_baseline()  # read before this step's update
-            baseline += average
-            if training:
-                mean_signal = tf.reduce_mean(signal)
-                decay = self.baseline_decay
-                self.baseline_average.assign(
-                    decay * self.baseline_average + (1.0 - decay) * mean_signal
-                )
-                self.baseline_updates.assign_add(1.0)
-            if self.baseline_network is not None:
-                residual = tf.cast(self.baseline_network(x), tf.float32)[:, 0]  # [B]
-                baseline += tf.stop_gradient(residual)
-                squared_error = tf.square(residual - (signal - average))
-                baseline_loss = objectives.zero_with_gradient(squared_error)
-        surrogate = objectives.score_function_surrogate(
-            terms["loss"], q.log_prob(z), signal, baseline
-        )
-        return surrogate + baseline_loss
+        if self.baseline == "none":
+            return baseline, baseline_loss
+        average = self.moving_average_baseline()  # read before this step's update
+        baseline += average
+        if training:
+            decay = self.baseline_decay
+            self.baseline_average.assign(
+                decay * self.baseline_average + (1.0 - decay) * tf.reduce_mean(signal))
+            self.baseline_updates.assign_add(1.0)
+        if self.baseline_network is not None:
+            residual = tf.cast(self.baseline_network(x), tf.float32)[:, 0]  # [B]
+            baseline += tf.stop_gradient(residual)
+            squared_error = tf.square(residual - (signal - average))
+            baseline_loss = objectives.zero_with_gradient(squared_error)
+        return baseline, baseline_loss

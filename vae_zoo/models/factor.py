@@ -7,10 +7,14 @@ over a batch) from samples of Π_j q(z_j) (the same batch with each dimension sh
 on its own, `objectives.permute_dims`). At its optimum its logit is the log density
 ratio log q(z)/Π_j q(z_j), whose mean over z ~ q(z) is TC. The VAE minimizes
 −ELBO + γ·TC through that logit; the discriminator minimizes its cross-entropy with its
-own optimizer (the base model's auxiliary-part hooks, one `train_step`).
+own optimizer (the base model's auxiliary-part hooks, one `train_step`). Both losses
+are the registered objective "factor_vae"'s, from the critic and the shuffle the model
+hands it in its `forward` record.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import keras
 import tensorflow as tf
@@ -18,6 +22,33 @@ import tensorflow as tf
 from vae_zoo import bodies, networks, objectives
 from vae_zoo.models.base import MODELS
 from vae_zoo.models.family import Family, body_of, check_latent_dim, compose
+from vae_zoo.models.forward import elbo_terms
+from vae_zoo.models.training_objectives import OBJECTIVES, Objective, Option
+
+
+@OBJECTIVES.register("factor_vae")
+class FactorVAEObjective(Objective):
+    """FactorVAE's two losses (Kim & Mnih 2018, arXiv:1802.05983), per example: the
+    VAE's −(log p(x|z) − β·KL) + γ·ℓ(z), with ℓ the critic's logit at z ~ q(z|x)
+    ("tc"), and the critic's cross-entropy at z held fixed and its dimension-wise
+    shuffle ("discriminator_loss"). Option `gamma` (γ, 10); `FactorVAE` sets it from
+    its own argument."""
+
+    options = {"gamma": Option(float, 10.0, minimum=0.0)}
+    metric_names = ("tc", "discriminator_loss")
+    family = "factor"
+
+    def terms(self, batch, beta):
+        record = batch.forward(batch.seed)
+        critic, permute = record.parts["critic"], record.parts["permute"]
+        terms = elbo_terms(record)
+        terms["tc"] = critic(record.z)
+        terms["loss"] = objectives.factor_vae_loss(terms["reconstruction"], terms["kl"],
+                                                   terms["tc"], beta, self.values["gamma"])
+        fixed = tf.stop_gradient(record.z)
+        terms["discriminator_loss"] = objectives.discriminator_loss(
+            critic(fixed), critic(permute(fixed, batch.draw_seed())))
+        return terms
 
 
 @keras.saving.register_keras_serializable(package="vae_zoo")
@@ -113,15 +144,13 @@ class FactorVAE(Family):
         self.discriminator = networks.mlp_encoder(
             discriminator_units, (1,), "leaky_relu", name="discriminator"
         )
-        super().__init__(**parts, **kwargs)
+        super().__init__(**parts, objective={"name": "factor_vae", "gamma": self.gamma},
+                         **kwargs)
 
     def build(self, input_shape=None):
         if self.built:
             return
-        # State is created before the base model locks it by building: the metrics of
-        # the discriminator beside the VAE's, and its weights.
-        self.trackers = [*self.trackers, keras.metrics.Mean(name="tc"),
-                         keras.metrics.Mean(name="discriminator_loss")]
+        # The discriminator's weights, before the base model locks its state by building.
         self.discriminator.build((None,) + self.latent_shape)
         super().build(input_shape)
 
@@ -143,23 +172,9 @@ class FactorVAE(Family):
 
     # ------------------------------------------------------------------ training
 
-    def compute_terms(self, inputs, training=False):
-        """Per-example terms (dict of `[B]`): the ELBO terms at one z ~ q(z|x), "tc" (the
-        logit ℓ(z)), "loss" (−(rec − β·kl) + γ·tc) and "discriminator_loss" (at z held
-        fixed and its dimension-wise permutation)."""
-        x = tf.convert_to_tensor(inputs[0], tf.float32)
-        q = self.encode(x)
-        z = self.posterior_sample(q, self.draw_seed())  # [B, latent_dim]
-        terms = objectives.elbo_terms(x, q, z, self.decode(z), self.prior_for(q),
-                                      self.analytic_kl)
-        terms["tc"] = self.discriminator_logits(z)
-        beta = tf.convert_to_tensor(self.beta)
-        terms["loss"] = objectives.factor_vae_loss(
-            terms["reconstruction"], terms["kl"], terms["tc"], beta, self.gamma
-        )
-        fixed = tf.stop_gradient(z)
-        permuted = self.permute_latents(fixed, self.draw_seed())
-        terms["discriminator_loss"] = objectives.discriminator_loss(
-            self.discriminator_logits(fixed), self.discriminator_logits(permuted)
-        )
-        return terms
+    def forward(self, x, y=None, seed=None, training=False):
+        """The base record with the objective's parts: "critic" (`discriminator_logits`)
+        and "permute" (`permute_latents`)."""
+        record = super().forward(x, y, seed, training)
+        return dataclasses.replace(record, parts={"critic": self.discriminator_logits,
+                                                  "permute": self.permute_latents})

@@ -15,7 +15,8 @@ import inspect
 import numpy as np
 
 from vae_zoo import bodies, heads
-from vae_zoo.models.base import VAE, deserialize_config_value, serialize_config_value
+from vae_zoo.models.base import VAE
+from vae_zoo.models.config_values import deserialize_config_value, serialize_config_value
 
 # The bodies of a latent vector: the choices of families that take `body=` with the flat
 # options of each (`body_of`).

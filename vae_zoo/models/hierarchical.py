@@ -30,9 +30,10 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from vae_zoo import bodies, heads, objectives
+from vae_zoo import bodies, heads
 from vae_zoo.models.base import MODELS
 from vae_zoo.models.family import Family, body_of
+from vae_zoo.models.forward import Forward
 from vae_zoo.models.ladder import (
     GaussianChain,
     LadderEncoder,
@@ -40,9 +41,6 @@ from vae_zoo.models.ladder import (
     dense_stack,
     precision_weighted_merge,
 )
-
-# The objectives its per-layer terms implement (`compute_terms`).
-SUPPORTED_OBJECTIVES = ("elbo", "iwae")
 
 
 @keras.saving.register_keras_serializable(package="vae_zoo")
@@ -68,9 +66,12 @@ class HierarchicalVAE(Family):
     sampled parent (the top layer's KL to p(z_L) analytic when TFP registers it, else
     Monte-Carlo; `analytic_kl=False`: Monte-Carlo for every layer). The importance
     weights are log p(x|z_1) + Σ_l log p(z_l | z_{l+1}) − Σ_l log q(z_l | ·) of K joint
-    samples, so `objective="iwae"`, `vae_zoo.evaluate.log_likelihood` and the serving
-    signatures work as for every family. Training reports the KL of each layer as the
-    metrics `kl_1` ... `kl_L` (a layer whose KL stays near 0 has collapsed).
+    samples, so the importance-weighted objectives, `vae_zoo.evaluate.log_likelihood`
+    and the serving signatures work as for every family. Training reports the KL of
+    each layer as the metrics `kl_1` ... `kl_L` (a layer whose KL stays near 0 has
+    collapsed; averaged over the K draws under an importance-weighted objective). The
+    objectives that penalize the aggregate posterior through q's per-dimension moments
+    ("beta_tc", "dip_vae_i", "dip_vae_ii") are refused: q is a chain of conditionals.
 
     Bodies: "dense" (the trunk x → d_1 is `Dense(h)` for h in `hidden_units`; the
     decoder z_1 → x mirrors it) or "conv" (strided convolutions then `Dense(u)` for u
@@ -115,6 +116,7 @@ class HierarchicalVAE(Family):
     # Small arguments that build a working model (the shared family tests use them).
     example_arguments = dict(input_shape=(8, 8, 1), latent_dims=(3, 2), hidden_units=(8,),
                              ladder_units=(8,))
+    mean_field_posterior = False
 
     def __init__(
         self,
@@ -137,11 +139,6 @@ class HierarchicalVAE(Family):
         input_shape = bodies.check_input_shape(input_shape)
         trunk_body = body_of(body, locals())
         trunk_body.check(input_shape)
-        objective = kwargs.get("objective", "elbo")
-        objective_name = objective.get("name") if isinstance(objective, dict) else objective
-        if objective_name not in SUPPORTED_OBJECTIVES:
-            raise ValueError(f"HierarchicalVAE trains with objective {' or '.join(SUPPORTED_OBJECTIVES)}"
-                             f", got {objective!r}")
         self.latent_dims = latent_dims  # read by encode/decode, which the base build runs
         # Layers: the body's trunk and decoder around the ladder's own networks.
         posterior_head = heads.POSTERIORS.build("diagonal_gaussian")
@@ -198,14 +195,15 @@ class HierarchicalVAE(Family):
         return GaussianChain(bottom_up[-1], conditional, self.latent_dims)
 
     def _joint_sample(self, x, sample_shape, seed):
-        """z ~ q(z|x), `[*sample_shape, B, D]` (the draw of `encode(x).sample(sample_shape,
-        seed=seed)`), its blocks, and the layers of q and p at its parents (bottom
-        first). The top-down networks run twice: for the draw and for p's layers."""
+        """q(z|x), z ~ q `[*sample_shape, B, D]` (the draw of `encode(x).sample(
+        sample_shape, seed=seed)`), its blocks, and the layers of q and p at its parents
+        (bottom first). The top-down networks run twice: for the draw and for p's
+        layers."""
         bottom_up = self.bottom_up(x)
         q = self._posterior_chain(bottom_up)
         z = q.sample(sample_shape, seed=seed)
         p_layers = self.prior_distribution().layers(z)
-        return z, q.split(z), self.posterior_layers(bottom_up, p_layers), p_layers
+        return q, z, q.split(z), self.posterior_layers(bottom_up, p_layers), p_layers
 
     def decode(self, z, y=None):
         """p(x|z_1) from z `[B, D]` (its first `latent_dims[0]` entries): batch `[B]`,
@@ -213,76 +211,44 @@ class HierarchicalVAE(Family):
         z = tf.convert_to_tensor(z, tf.float32)
         return self.likelihood(self.decoder(z[..., : self.latent_dims[0]]))
 
-    def layer_terms(self, x, seed=None):
-        """ELBO terms with one joint sample z ~ q(z|x) and the KL of every layer.
-
-        Returns:
-            dict of `[B]` tensors: "elbo", "reconstruction" log p(x|z_1), "kl" = Σ_l
-            KL_l, and "kl_1" ... "kl_L": KL(q(z_l | z_{l+1}, x) || p(z_l | z_{l+1})) at
-            the sampled parent (closed form where TFP registers it, see the class).
-        """
-        seed = self.draw_seed(seed)
+    def forward(self, x, y=None, seed=None, training=False):
+        """One joint draw z ~ q(z|x); its layers `(q(z_l | z_{l+1}, x), p(z_l | z_{l+1}),
+        z_l)` at the sampled parents, bottom first, so the KL term is Σ_l KL_l (closed
+        form where TFP registers it) and the ELBO's terms include "kl_1" ... "kl_L"."""
         x = tf.convert_to_tensor(x, tf.float32)
-        z, blocks, q_layers, p_layers = self._joint_sample(x, (), seed)  # z: [B, D]
-        kls = [
-            objectives.kl_divergence(q_l, p_l, z_l, analytic=self.analytic_kl)
-            for q_l, p_l, z_l in zip(q_layers, p_layers, blocks)
-        ]
-        reconstruction = self.decode(z).log_prob(x)
-        kl = tf.add_n(kls)
-        terms = {"elbo": reconstruction - kl, "reconstruction": reconstruction, "kl": kl}
-        return {**terms, **{f"kl_{i + 1}": kl_i for i, kl_i in enumerate(kls)}}
-
-    def elbo(self, x, y=None, seed=None):
-        """Per-example ELBO terms in nats, one joint sample: "elbo", "reconstruction",
-        "kl" (`[B]` each; `layer_terms` adds the KL of each layer)."""
-        terms = self.layer_terms(x, seed)
-        return {key: terms[key] for key in ("elbo", "reconstruction", "kl")}
-
-    def layer_importance_terms(self, x, num_samples, seed=None):
-        """log p(x|z_1) `[K, B]` and every layer's log-densities for K joint z_k ~ q(z|x).
-
-        Returns:
-            dict: "log_likelihood" `[K, B]`, "layer_log_prior" and
-            "layer_log_posterior": lists (bottom first) of `[K, B]` tensors
-            log p(z_l | z_{l+1}) and log q(z_l | z_{l+1}, x) (l = L: p(z_L), q(z_L|x)).
-        """
-        seed = self.draw_seed(seed)
-        x = tf.convert_to_tensor(x, tf.float32)
-        z, blocks, q_layers, p_layers = self._joint_sample(x, num_samples, seed)  # [K, B, D]
-        flat_z = tf.reshape(z, [-1, sum(self.latent_dims)])  # [K*B, D]
-        return {
-            "log_likelihood": self.likelihood.log_prob_of_draws(
-                self.decode(flat_z), x, num_samples),
-            "layer_log_prior": [p.log_prob(b) for p, b in zip(p_layers, blocks)],
-            "layer_log_posterior": [q.log_prob(b) for q, b in zip(q_layers, blocks)],
-        }
+        q, z, blocks, q_layers, p_layers = self._joint_sample(x, (), self.draw_seed(seed))
+        likelihood = self.decode(z)
+        return Forward(x=x, q=q, z=z, likelihood=likelihood,
+                       reconstruction=likelihood.log_prob(x), prior=self.prior_distribution(),
+                       layers=tuple(zip(q_layers, p_layers, blocks)),
+                       analytic_kl=self.analytic_kl)
 
     def importance_terms(self, x, num_samples, y=None, seed=None):
-        """`[K, B]` log p(x|z_1), Σ_l log p(z_l | z_{l+1}) and Σ_l log q(z_l | ·) for K
-        joint samples z_k ~ q(z|x) (see `VAE.importance_terms`)."""
-        parts = self.layer_importance_terms(x, num_samples, seed)
-        return {
-            "log_likelihood": parts["log_likelihood"],
-            "log_prior": tf.add_n(parts["layer_log_prior"]),
-            "log_posterior": tf.add_n(parts["layer_log_posterior"]),
-        }
+        """`[K, B]` log p(x|z_1), Σ_l log p(z_l | z_{l+1}) and Σ_l log q(z_l | ·) of K
+        joint draws z_k ~ q(z|x) (as `VAE.importance_terms`), and each layer's:
+        "layer_log_prior" and "layer_log_posterior", lists of `[K, B]`, bottom first."""
+        x = tf.convert_to_tensor(x, tf.float32)
+        _, z, blocks, q_layers, p_layers = self._joint_sample(x, num_samples,
+                                                              self.draw_seed(seed))
+        return _with_sums(self._log_likelihood_of_draws(x, z),
+                          [p.log_prob(b) for p, b in zip(p_layers, blocks)],
+                          [q.log_prob(b) for q, b in zip(q_layers, blocks)])
 
-    # ------------------------------------------------------------------ training
+    def score_latents(self, x, q, z, y=None):
+        """`VAE.score_latents` at given joint draws z `[K, B, D]` of q, with each layer's
+        log-densities (as `importance_terms`)."""
+        return _with_sums(self._log_likelihood_of_draws(x, z),
+                          self.prior_distribution().layer_log_probs(z), q.layer_log_probs(z))
 
-    def compute_terms(self, inputs, training=False):
-        """The base model's terms (β-ELBO or IWAE loss) and "kl_1" ... "kl_L" (for
-        "iwae": log q(z_l|·) − log p(z_l|·) averaged over the K samples)."""
-        x = inputs[0]
-        beta = tf.convert_to_tensor(self.beta)
-        if self.objective == "iwae":
-            parts = self.layer_importance_terms(x, self.num_samples)
-            log_q, log_p = parts["layer_log_posterior"], parts["layer_log_prior"]
-            terms = objectives.iwae_terms(parts["log_likelihood"], tf.add_n(log_p),
-                                          tf.add_n(log_q), beta)
-            for i, (q_l, p_l) in enumerate(zip(log_q, log_p)):
-                terms[f"kl_{i + 1}"] = tf.reduce_mean(q_l - p_l, axis=0)
-            return terms
-        terms = self.layer_terms(x)
-        terms["loss"] = objectives.beta_elbo_loss(terms["reconstruction"], terms["kl"], beta)
-        return terms
+    def _log_likelihood_of_draws(self, x, z):
+        """log p(x|z_1) `[K, B]` for draws z `[K, B, D]`."""
+        num_samples = z.shape[0] if z.shape[0] is not None else tf.shape(z)[0]
+        flat_z = tf.reshape(z, [-1, sum(self.latent_dims)])  # [K*B, D]
+        return self.likelihood.log_prob_of_draws(self.decode(flat_z), x, num_samples)
+
+
+def _with_sums(log_likelihood, layer_log_prior, layer_log_posterior):
+    """The importance terms of a ladder: the layers' log-densities and their sums."""
+    return {"log_likelihood": log_likelihood, "log_prior": tf.add_n(layer_log_prior),
+            "log_posterior": tf.add_n(layer_log_posterior),
+            "layer_log_prior": layer_log_prior, "layer_log_posterior": layer_log_posterior}

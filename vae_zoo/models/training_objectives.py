@@ -12,10 +12,13 @@ DenseVAE(..., objective={"name": "miwae", "num_bounds": 4}, num_samples=8)
 and a recipe the same spec in its [model] table
 (`objective = {name = "beta_tc", beta = 6.0, dataset_size = 5000}`). Each objective
 declares its options (`Option`: type, default, range), the metrics it reports beside
-`METRIC_NAMES`, and computes the per-example terms of the one `train_step` from the
-model's parts (`terms`); the maths are in `vae_zoo.objectives` (bounds) and
-`vae_zoo.aggregate_posterior` (penalties on q(z)). Bad names, options or values raise
-a one-line `ValueError` beginning with `objective` and naming the option.
+`METRIC_NAMES`, and computes the per-example terms of the one `train_step` from what
+the model hands it (`terms` of a `vae_zoo.models.forward.Batch`); the maths are in
+`vae_zoo.objectives` (bounds) and `vae_zoo.aggregate_posterior` (penalties on q(z)).
+Bad names, options or values raise a one-line `ValueError` beginning with `objective`
+and naming the option. The objectives of one family ("factor_vae", "vq_vae",
+"reinforce", "gumbel_softmax") are registered in that family's module and set by its
+constructor.
 
 The model's β (a constant or a `BetaSchedule`) weights each objective's regularizer:
 the KL term of "elbo", the prior-to-posterior ratio inside the importance weights of
@@ -36,6 +39,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from vae_zoo import aggregate_posterior, objectives
+from vae_zoo.models.forward import elbo_terms
 from vae_zoo.registry import Registry
 from vae_zoo.schedules import CapacitySchedule
 
@@ -89,11 +93,16 @@ class Objective:
 
     Subclasses declare `options` (name → `Option`) and `metric_names` (reported beside
     `vae_zoo.models.base.METRIC_NAMES`), and implement `terms`. The option values are
-    in `self.values`; `get_config()` is the spec `{"name": ..., **values}`.
+    in `self.values`; `get_config()` is the spec `{"name": ..., **values}`. What an
+    objective needs of a model it declares: `family`, the one family it trains (the
+    model's `forward` fills in that family's parts), and `mean_field`, a q(z|x) that
+    factorizes over the latent dimensions (`VAE.mean_field_posterior`).
     """
 
     options: dict = {}
     metric_names: tuple = ()
+    family: str | None = None
+    mean_field: bool = False
 
     def __init__(self, **values):
         for key in values:
@@ -115,16 +124,26 @@ class Objective:
     def get_config(self) -> dict:
         return {"name": self.name, **self.values}
 
-    def terms(self, model, inputs, beta, seed=None) -> dict:
+    def check_family(self, cls):
+        """A one-line ValueError when models of class `cls` lack what it needs."""
+        family = getattr(cls, "registry_name", cls.__name__)
+        if self.family is not None and family != self.family:
+            raise ValueError(f"objective {self.name!r} trains the {self.family!r} family, "
+                             f"not {family!r}")
+        if self.mean_field and not cls.mean_field_posterior:
+            raise ValueError(f"objective {self.name!r} needs a q(z|x) that factorizes over "
+                             f"the latent dimensions; {cls.__name__}'s does not")
+
+    def terms(self, batch, beta) -> dict:
         """Per-example terms, dict of `[B]`, with "loss" to minimize (and optionally
-        "surrogate", the quantity to differentiate instead).
+        "surrogate", the quantity to differentiate instead, and "<part>_loss" for each
+        auxiliary part of the model).
 
         Args:
-            model: the `VAE` (its parts: `elbo_with_latents`, `draw_latents`,
-                `score_latents`, `importance_terms`, `num_samples`, `optimizer`).
-            inputs: `(x,)` or `(x, y)`.
+            batch: a `vae_zoo.models.forward.Batch`: the data, `forward` (one draw
+                through the model), `importance_terms`, `draw_latents`,
+                `score_latents`, `draw_seed`, the optimizer's `step`, `training`.
             beta: the model's current β, a scalar tensor.
-            seed: a stateless seed, or None for the model's next one.
         """
         raise NotImplementedError
 
@@ -153,12 +172,6 @@ def _broadcast(scalar, like):
     return tf.broadcast_to(scalar, tf.shape(like))
 
 
-def _optimizer_step(model):
-    """The optimizer's step counter (0 before `compile`): what schedules are read from."""
-    optimizer = getattr(model, "optimizer", None)
-    return tf.constant(0, tf.int64) if optimizer is None else optimizer.iterations
-
-
 # ------------------------------------------------------------------ the ELBO and its bounds
 
 
@@ -167,8 +180,8 @@ class ELBO(Objective):
     """−(log p(x|z) − β · KL(q(z|x) || p(z))), one reparameterized sample (Kingma &
     Welling 2014, arXiv:1312.6114); the KL analytic when TFP registers it."""
 
-    def terms(self, model, inputs, beta, seed=None):
-        terms = model.elbo(*inputs, seed=seed)
+    def terms(self, batch, beta):
+        terms = elbo_terms(batch.forward(batch.seed))
         terms["loss"] = objectives.beta_elbo_loss(terms["reconstruction"], terms["kl"], beta)
         return terms
 
@@ -180,23 +193,28 @@ class _ImportanceWeighted(Objective):
 
     metric_names = ("iw_bound",)
 
-    def num_draws(self, model) -> int:
+    def num_draws(self, batch) -> int:
         """Samples per example: K, the model's `num_samples`."""
-        return model.num_samples
+        return batch.num_samples
 
     def bound(self, log_weights):
         """The objective's bound `[B]` from `[num_draws, B]` log-weights."""
         raise NotImplementedError
 
-    def terms(self, model, inputs, beta, seed=None):
-        x, *condition = inputs
-        parts = model.importance_terms(x, self.num_draws(model), *condition, seed=seed)
-        return self.from_parts(parts, beta)
+    def terms(self, batch, beta):
+        return self.from_parts(batch.importance_terms(self.num_draws(batch), batch.seed), beta)
 
     def from_parts(self, parts, beta):
+        """The terms from `[K, B]` log-densities; a ladder of latents' per-layer ones
+        ("layer_log_prior", "layer_log_posterior") add "kl_1" ... "kl_L", each averaged
+        over the K draws."""
+        layers = zip(parts.get("layer_log_posterior", ()), parts.get("layer_log_prior", ()))
+        kls = {f"kl_{i + 1}": tf.reduce_mean(q_l - p_l, axis=0)
+               for i, (q_l, p_l) in enumerate(layers)}
         parts = (parts["log_likelihood"], parts["log_prior"], parts["log_posterior"])
         log_weights = objectives.log_importance_weights(*parts, beta)
-        return {"loss": -self.bound(log_weights), **objectives.importance_metrics(*parts)}
+        return {"loss": -self.bound(log_weights), **objectives.importance_metrics(*parts),
+                **kls}
 
 
 @OBJECTIVES.register("iwae")
@@ -217,8 +235,8 @@ class MIWAE(_ImportanceWeighted):
     options = {"num_bounds": Option(int, minimum=1)}
     metric_names = ("iw_bound", "miwae_bound")
 
-    def num_draws(self, model):
-        return self.values["num_bounds"] * model.num_samples
+    def num_draws(self, batch):
+        return self.values["num_bounds"] * batch.num_samples
 
     def bound(self, log_weights):
         return objectives.miwae_bound(log_weights, self.values["num_bounds"])
@@ -254,12 +272,10 @@ class PIWAE(MIWAE):
     Option `num_bounds` (M); K is the model's `num_samples`.
     """
 
-    def terms(self, model, inputs, beta, seed=None):
-        x, *condition = inputs
-        x = tf.convert_to_tensor(x, tf.float32)
-        q, z = model.draw_latents(x, self.num_draws(model), *condition, seed=seed)
-        live = model.score_latents(x, q, z, *condition)
-        held = model.score_latents(x, q, tf.stop_gradient(z), *condition)
+    def terms(self, batch, beta):
+        q, z = batch.draw_latents(self.num_draws(batch), batch.seed)
+        live = batch.score_latents(q, z)
+        held = batch.score_latents(q, tf.stop_gradient(z))
         log_weights = objectives.log_importance_weights(
             live["log_likelihood"], live["log_prior"], live["log_posterior"], beta)
         generative_log_weights = objectives.log_importance_weights(
@@ -276,9 +292,9 @@ class PIWAE(MIWAE):
 # ------------------------------------------------------------------ penalties on q(z)
 
 
-def _split_seed(model, seed):
+def _split_seed(batch, seed):
     """Two independent stateless seeds from `seed` (or the model's next one)."""
-    pair = tfp.random.split_seed(model.draw_seed(seed), 2)
+    pair = tfp.random.split_seed(batch.draw_seed(seed), 2)
     return pair[0], pair[1]
 
 
@@ -309,11 +325,13 @@ class BetaTC(Objective):
         "dataset_size": Option(int, minimum=1),
     }
     metric_names = ("mutual_info", "total_correlation", "dimension_kl")
+    mean_field = True
 
-    def terms(self, model, inputs, beta, seed=None):
-        terms, q, z, prior = model.elbo_with_latents(*inputs, seed=seed)
+    def terms(self, batch, beta):
+        record = batch.forward(batch.seed)
+        terms = elbo_terms(record)
         split = aggregate_posterior.total_correlation_terms(
-            q, z, prior.log_prob(z), self.values["dataset_size"])
+            record.q, record.z, record.prior.log_prob(record.z), self.values["dataset_size"])
         v = self.values
         penalty = (v["alpha"] * split["mutual_info"] + v["beta"] * split["total_correlation"]
                    + v["gamma"] * split["dimension_kl"])
@@ -327,10 +345,12 @@ class _DIPVAE(Objective):
 
     variant = "i"
     metric_names = ("dip_penalty",)
+    mean_field = True
 
-    def terms(self, model, inputs, beta, seed=None):
-        terms, q, _, _ = model.elbo_with_latents(*inputs, seed=seed)
-        covariance = aggregate_posterior.dip_covariance(q, self.variant)
+    def terms(self, batch, beta):
+        record = batch.forward(batch.seed)
+        terms = elbo_terms(record)
+        covariance = aggregate_posterior.dip_covariance(record.q, self.variant)
         penalty = _broadcast(aggregate_posterior.dip_penalty(
             covariance, self.values["lambda_od"], self.values["lambda_d"]), terms["kl"])
         loss = objectives.beta_elbo_loss(terms["reconstruction"], terms["kl"], beta)
@@ -383,11 +403,12 @@ class InfoVAE(Objective):
             raise ValueError(f"objective.lambda must be >= 1 - alpha = {1.0 - alpha!r}, got "
                              f"{self.values['lambda']!r} (the MMD weight α + λ − 1 is >= 0)")
 
-    def terms(self, model, inputs, beta, seed=None):
-        latent_seed, prior_seed = _split_seed(model, seed)
-        terms, _, z, prior = model.elbo_with_latents(*inputs, seed=latent_seed)
+    def terms(self, batch, beta):
+        latent_seed, prior_seed = _split_seed(batch, batch.seed)
+        record = batch.forward(latent_seed)
+        terms = elbo_terms(record)
         mmd = _broadcast(aggregate_posterior.mmd_u_statistic(
-            z, _prior_samples(prior, z, prior_seed), self.values["kernel"],
+            record.z, _prior_samples(record.prior, record.z, prior_seed), self.values["kernel"],
             self.values["bandwidth"]), terms["kl"])
         alpha = self.values.get("alpha", 1.0)
         penalty = (1.0 - alpha) * terms["kl"] + (alpha + self.values["lambda"] - 1.0) * mmd
@@ -426,9 +447,9 @@ class Capacity(Objective):
                              f"got {low!r}")
         self.schedule = CapacitySchedule(high, low, self.values["capacity_steps"])
 
-    def terms(self, model, inputs, beta, seed=None):
-        terms = model.elbo(*inputs, seed=seed)
-        capacity = self.schedule(_optimizer_step(model))
+    def terms(self, batch, beta):
+        terms = elbo_terms(batch.forward(batch.seed))
+        capacity = self.schedule(batch.step)
         loss = objectives.capacity_loss(terms["reconstruction"], terms["kl"], capacity,
                                         beta * self.values["gamma"])
         return {**terms, "capacity": _broadcast(capacity, terms["kl"]), "loss": loss}

@@ -22,14 +22,42 @@ import tensorflow as tf
 from vae_zoo import bodies, heads, objectives
 from vae_zoo.models.base import MODELS
 from vae_zoo.models.family import Family
+from vae_zoo.models.forward import elbo_terms, forward_record
+from vae_zoo.models.training_objectives import OBJECTIVES, Objective, Option
 
 # The priors over a code map the family accepts (both categorical over K codes).
 CODE_PRIORS = ("autoregressive_categorical", "uniform_categorical")
 # Logit of the codes q(k|x) excludes: exp(−1e9) is exactly 0 in float32, so q is one-hot,
 # log q(k|x) = 0 and its entropy 0, with no −inf (0 · −inf) in TFP's formulas.
 EXCLUDED_LOGIT = -1e9
-# Metrics besides the shared ones (`train_step` and `test_step` report them).
-EXTRA_METRICS = ("commitment", "perplexity")
+
+
+@OBJECTIVES.register("vq_vae")
+class VQVAEObjective(Objective):
+    """VQ-VAE's terms (van den Oord et al. 2017) from the record `VQVAE.forward` hands
+    over: the ELBO's at the quantized code, "loss" −(log p(x|k) − β·kl), "surrogate"
+    (what `train_step` differentiates) the loss plus `commitment_cost` ·
+    ‖z_e − sg(z_q)‖² ("commitment", summed over the map), and "perplexity" (exp of the
+    entropy of the batch's code usage, repeated per example). Option `commitment_cost`
+    (0.25); `VQVAE` sets it from its own argument."""
+
+    options = {"commitment_cost": Option(float, 0.25, minimum=0.0)}
+    metric_names = ("commitment", "perplexity")
+    family = "vqvae"
+
+    def terms(self, batch, beta):
+        record = batch.forward(batch.seed)
+        terms = elbo_terms(record)
+        encoded, quantized = record.parts["encoded"], record.parts["quantized"]
+        commitment = tf.reduce_sum(tf.square(encoded - tf.stop_gradient(quantized)),
+                                   axis=[1, 2, 3])
+        loss = objectives.beta_elbo_loss(terms["reconstruction"], terms["kl"], beta)
+        num_codes = record.z.shape[-1]
+        usage = tf.reduce_mean(tf.reshape(record.z, [-1, num_codes]), 0)  # [K]
+        perplexity = tf.exp(-tf.reduce_sum(usage * tf.math.log(usage + 1e-10)))
+        return {**terms, "loss": loss, "commitment": commitment,
+                "surrogate": loss + self.values["commitment_cost"] * commitment,
+                "perplexity": tf.fill(tf.shape(loss), perplexity)}
 
 
 def squared_distances(z_e, codebook):
@@ -203,7 +231,7 @@ class VQVAE(Family):
     still moving early in training. `sample` draws codes ancestrally (one network
     pass per position) and decodes them.
 
-    Training (`compute_terms`): with z_q = e_k the quantized map and sg the stop
+    Training (`forward` and the objective "vq_vae"): with z_q = e_k the quantized map and sg the stop
     gradient, the decoder reads z_e + sg(z_q − z_e) (value z_q, gradient copied to z_e:
     straight-through, Bengio et al. 2013, arXiv:1308.3432). "loss" is
     −(log p(x|k) − β·kl) as in every family; "surrogate", what `train_step`
@@ -298,6 +326,7 @@ class VQVAE(Family):
             likelihood=likelihood_head,
             prior=heads.PRIORS.build(prior, latent_shape=code_map + (num_embeddings,)),
             input_shape=input_shape,
+            objective={"name": "vq_vae", "commitment_cost": self.commitment_cost},
             **kwargs,
         )
 
@@ -305,7 +334,6 @@ class VQVAE(Family):
         if self.built:
             return
         self.quantizer.build()
-        self.trackers.extend(keras.metrics.Mean(name=name) for name in EXTRA_METRICS)
         super().build(input_shape)
 
     # ------------------------------------------------------------------ public API
@@ -343,38 +371,23 @@ class VQVAE(Family):
 
     # ------------------------------------------------------------------ training
 
-    def compute_terms(self, inputs, training=False):
-        """Per-example terms (dict of `[B]`): "elbo", "reconstruction", "kl", "loss",
-        "surrogate", "commitment", and "perplexity" (the batch's, repeated).
-
-        With `training=True` the codebook takes one EMA step after the quantization
-        (which uses the codebook as it was before the step).
-        """
-        x = tf.convert_to_tensor(inputs[0], tf.float32)
+    def forward(self, x, y=None, seed=None, training=False):
+        """The draw through the model is the nearest codes k of z_e = encoder(x); the
+        decoder reads z_e + sg(z_q − z_e) (straight-through). Parts: "encoded" z_e and
+        "quantized" z_q, `[B, h, w, D]`. With `training=True` the codebook takes one
+        EMA step after the quantization (which used the codebook before the step)."""
+        x = tf.convert_to_tensor(x, tf.float32)
         codebook = tf.convert_to_tensor(self.quantizer.codebook)  # before this step's update
         z_e = self.encoder(x)  # [B, h, w, D]
         codes = self.quantizer.nearest(z_e, codebook)  # [B, h, w]
         one_hot = tf.one_hot(codes, self.num_embeddings)  # [B, h, w, K]
         z_q = self.quantizer.embed(one_hot, codebook)
-        straight_through = z_e + tf.stop_gradient(z_q - z_e)
-        reconstruction = self.likelihood(self.decoder(straight_through)).log_prob(x)
+        likelihood = self.likelihood(self.decoder(z_e + tf.stop_gradient(z_q - z_e)))
         q = self.posterior(hard_logits(codes, self.num_embeddings))
-        kl = objectives.kl_divergence(q, self.prior_for(q), one_hot, self.analytic_kl)
-        commitment = tf.reduce_sum(tf.square(z_e - tf.stop_gradient(z_q)), axis=[1, 2, 3])
-        loss = objectives.beta_elbo_loss(reconstruction, kl, tf.convert_to_tensor(self.beta))
-        usage = tf.reduce_mean(tf.reshape(one_hot, [-1, self.num_embeddings]), 0)  # [K]
-        perplexity = tf.exp(-tf.reduce_sum(usage * tf.math.log(usage + 1e-10)))
         if training:
-            self.quantizer.update(z_e, one_hot, self.draw_seed())
-        return {
-            "elbo": reconstruction - kl,
-            "reconstruction": reconstruction,
-            "kl": kl,
-            "loss": loss,
-            "surrogate": loss + self.commitment_cost * commitment,
-            "commitment": commitment,
-            "perplexity": tf.fill(tf.shape(kl), perplexity),
-        }
+            self.quantizer.update(z_e, one_hot, self.draw_seed(seed))
+        return forward_record(x, q, one_hot, likelihood, self.prior_for(q), self.analytic_kl,
+                              encoded=z_e, quantized=z_q)
 
 
 def _check_arguments(num_embeddings, embedding_dim, commitment_cost, decay, epsilon,
