@@ -17,7 +17,7 @@ import vae_zoo
 PACKAGE = Path(vae_zoo.__file__).parent
 
 # Layer of each module, by its dotted name's prefix; utilities may be used by anyone.
-UTILITIES = ("vae_zoo", "vae_zoo._quiet", "vae_zoo.registry", "vae_zoo.positions", "vae_zoo.__main__")
+UTILITIES = ("vae_zoo", "vae_zoo._quiet", "vae_zoo.registry", "vae_zoo.fields", "vae_zoo.positions", "vae_zoo.__main__")
 LAYERS = {  # the first layer whose prefix a module has is its layer
     # below the models: how Keras runs their step (the base model's parent class)
     "fast_path": ("vae_zoo.training.fast_path", "vae_zoo.training.compiled_step",

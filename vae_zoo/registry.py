@@ -8,8 +8,9 @@ back into an object. Adding a variant means adding one decorated class in its ow
 
 from __future__ import annotations
 
-import difflib
 from typing import Any, Callable
+
+from vae_zoo.fields import suggest
 
 
 class Registry:
@@ -55,8 +56,7 @@ class Registry:
         try:
             return self._entries[name]
         except KeyError:
-            hint = difflib.get_close_matches(name, self._entries, n=1)
-            suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+            suggestion = suggest(name, self._entries)
             raise ValueError(
                 f"unknown {self.kind} {name!r}{suggestion}; choose one of: "
                 + ", ".join(self.names())

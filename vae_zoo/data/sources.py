@@ -34,7 +34,6 @@ x = next(iter(train))  # float32 [64, 28, 28, 1], values in {0., 1.}
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import importlib.resources
 import io
 import os
@@ -55,6 +54,7 @@ from vae_zoo.data.pipeline import (
     static_binarize_dataset,
     stream_shuffle_buffer,
 )
+from vae_zoo.fields import closest, did_you_mean
 
 _EMBEDDED_FILE = "mnist_sample.npz"
 _EMBEDDED_SPLITS = ("train", "test")
@@ -119,10 +119,9 @@ class UnknownDataset(ValueError):
 
     def __init__(self, name, suggestion=None):
         self.name, self.suggestion = name, suggestion
-        hint = f" (did you mean {suggestion!r}?)" if suggestion else ""
         super().__init__(
             f"Unknown dataset {name!r}; expected one of {names()}, a TFDS dataset name, "
-            f"an image folder or an .npz/.npy file{hint}."
+            f"an image folder or an .npz/.npy file{did_you_mean(suggestion)}."
         )
 
 
@@ -266,8 +265,7 @@ def _suggest_tfds(name, data_dir):
     for folder in (data_dir, os.environ.get("TFDS_DATA_DIR")):
         if folder and os.path.isdir(folder):
             options += [p for p in os.listdir(folder) if not p.startswith(".")]
-    match = difflib.get_close_matches(str(name), options, n=1)
-    return match[0] if match else None
+    return closest(name, options)
 
 
 def load_embedded_mnist():

@@ -7,28 +7,13 @@ family's constructor (`model_fields`), `[tune]` search spaces are checked by
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import inspect
-import math
-from typing import Any
+
+from vae_zoo.fields import Field, did_you_mean, suggest  # noqa: F401 (suggest: used by recipes)
 
 
 class RecipeError(ValueError):
     """A recipe (or an override) names something wrong; the message names the key."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Field:
-    """One recipe key: its type(s), default and allowed values."""
-
-    types: tuple
-    default: Any
-    choices: tuple | None = None
-    minimum: float | None = None
-    exclusive_minimum: bool = False
-    maximum: float | None = None
-    nullable: bool = False
 
 
 def _schedules():
@@ -136,49 +121,12 @@ SPEC_ARGS = {"likelihood": "LIKELIHOODS", "posterior": "POSTERIORS", "prior": "P
 
 
 
-def suggest(word, options) -> str:
-    match = difflib.get_close_matches(word, list(options), n=1)
-    return f" (did you mean {match[0]!r}?)" if match else ""
-
-
-def type_name(types) -> str:
-    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-             list: "a list", dict: "a table"}
-    return " or ".join(dict.fromkeys(names.get(t, t.__name__) for t in types))
-
-
 def check_value(where: str, value, field: Field):
-    if value is None:
-        if field.nullable:
-            return None
-        raise RecipeError(f"{where} must be set")
-    ok = any(
-        isinstance(value, t) and not (t in (int, float) and isinstance(value, bool))
-        for t in field.types
-    )
-    if not ok:
-        raise RecipeError(
-            f"{where} must be {type_name(field.types)}, got {type(value).__name__} {value!r}"
-        )
-    choices = field.choices() if callable(field.choices) else field.choices
-    # A field taking ints and named values (steps_per_execution: an int or "auto")
-    # restricts only the names.
-    numeric = int in field.types and isinstance(value, int) and not isinstance(value, bool)
-    if choices is not None and value not in choices and not numeric:
-        raise RecipeError(
-            f"{where} = {value!r} is not one of: "
-            + ", ".join(repr(c) for c in choices)
-            + suggest(str(value), [str(c) for c in choices])
-        )
-    if field.minimum is not None and isinstance(value, (int, float)):
-        if value < field.minimum or (field.exclusive_minimum and value == field.minimum):
-            bound = ">" if field.exclusive_minimum else ">="
-            raise RecipeError(f"{where} must be {bound} {field.minimum}, got {value!r}")
-    if field.maximum is not None and isinstance(value, (int, float)) and value > field.maximum:
-        raise RecipeError(f"{where} must be <= {field.maximum}, got {value!r}")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise RecipeError(f"{where} must be finite, got {value!r}")
-    return value
+    """`Field.check` with its one-line error as a `RecipeError`."""
+    try:
+        return field.check(where, value)
+    except ValueError as error:
+        raise RecipeError(str(error)) from None
 
 
 def model_fields(family_cls) -> dict[str, Field]:
@@ -259,11 +207,11 @@ def check_dataset(data_section):
         data.entry(name, **source_options(data_section))
         data.input_shape_of(name, data_section["image_size"], **source_options(data_section))
     except data.UnknownDataset as error:
-        hint = f" (did you mean {error.suggestion!r}?)" if error.suggestion else ""
         raise RecipeError(
             f"data.dataset = {name!r} is not one of: "
             + ", ".join(repr(c) for c in data.names())
-            + f"; nor a TFDS dataset, an image folder or an .npz/.npy file{hint}"
+            + "; nor a TFDS dataset, an image folder or an .npz/.npy file"
+            + did_you_mean(error.suggestion)
         ) from None
     except ValueError as error:
         raise RecipeError(str(error)) from None
