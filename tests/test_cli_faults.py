@@ -178,8 +178,9 @@ def test_a_recipe_argument_never_leaves_the_runs_folder(tmp_path, monkeypatch, c
 
 @pytest.mark.parametrize("name", ["../evil", "a/b", "..", ""])
 def test_a_hand_built_recipe_name_never_leaves_the_runs_folder(name):
-    from vae_zoo.drivers import runs
+    from vae_zoo.drivers import recipes, runs
 
+    recipe = recipes.load("mnist_dense")
     with pytest.raises(ValueError, match="must be a plain name"):
-        runs.default_output({"name": name})
-    assert runs.default_output({"name": "mine"}).parent == Path(runs.RUNS_DIR)
+        runs.default_output(recipe.replace(name=name))
+    assert runs.default_output(recipe.replace(name="mine")).parent == Path(runs.RUNS_DIR)

@@ -201,8 +201,8 @@ def test_sigkill_then_rerun_resumes(point, tmp_path):
     backup = runs.staging_path(output) / "backup"
     meta = json.loads((backup / "training_metadata.json").read_text())
     assert meta["epoch"] == KILL_POINTS[point]
-    model = runs.recipes_lib.build_model(json.loads(
-        (runs.staging_path(output) / "recipe.json").read_text()))
+    model = runs.recipes_lib.build_model(runs.recipes_lib.validate(json.loads(
+        (runs.staging_path(output) / "recipe.json").read_text())))
     model.load_weights(backup / meta["weights"])  # the current checkpoint loads
     weights = sorted(p.name for p in backup.glob("*.weights.h5"))
     current_and_previous = sorted([meta["weights"]] + (

@@ -1,5 +1,6 @@
 """Recipes: every packaged recipe validates and builds; every mistake is one clear error."""
 
+import json
 import re
 from pathlib import Path
 
@@ -212,3 +213,35 @@ def test_conditional_recipe_gets_labelled_batches():
 def test_bad_conditional_recipes(override, message):
     with pytest.raises(RecipeError, match=message):
         recipes.build_model(recipes.load("mnist_cvae", [override]))
+
+
+# ------------------------------------------------------------------ the typed config
+
+
+def test_a_recipe_is_a_frozen_typed_config_that_reads_as_its_mapping():
+    import copy
+    import dataclasses
+
+    from vae_zoo.drivers import config
+    from vae_zoo.drivers.schema import TUNABLE
+
+    recipe = recipes.load("mnist_dense", ["train.epochs=3", "model.latent_dim=4"])
+    assert isinstance(recipe, config.Recipe) and recipe.name == "mnist_dense"
+    assert recipe.train.epochs == 3 and recipe["train"]["epochs"] == 3
+    assert recipe.model.family == "dense" and recipe.model.arguments["latent_dim"] == 4
+    assert recipe["model"]["latent_dim"] == 4 and "family" in recipe["model"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        recipe.train.epochs = 5
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        recipe.model.family = "conv"
+    with pytest.raises(TypeError):
+        recipe.model.arguments["latent_dim"] = 5
+    # JSON (recipe.json) and back through the one validator: the same recipe.
+    again = recipes.validate(json.loads(json.dumps(recipe.to_dict())))
+    assert again == recipe and again.to_dict() == recipe.to_dict()
+    assert copy.deepcopy(recipe) == recipe
+    changed = recipe.replace(train=dataclasses.replace(recipe.train, epochs=7))
+    assert changed.train.epochs == 7 and recipe.train.epochs == 3
+    # The schema is the dataclasses: every section's keys with their Field.
+    assert set(config.TuneConfig.schema()) >= set(TUNABLE)
+    assert recipes.SCHEMA["data"]["batch_size"].check("data.batch_size", 8) == 8

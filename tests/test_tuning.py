@@ -180,7 +180,7 @@ def test_best_model_is_the_best_trials_checkpoint(cli_search):
     assert saved.initial_beta == pytest.approx(best["hyperparameters"]["beta"])
     # The same weights as the best trial's checkpoint (its best epoch).
     tuned = tuning.apply(recipe, best["hyperparameters"])
-    assert json.loads((out / "recipe.json").read_text()) == json.loads(json.dumps(tuned))
+    assert json.loads((out / "recipe.json").read_text()) == json.loads(json.dumps(tuned.to_dict()))
     rebuilt = recipes.compile_model(recipes.build_model(tuned), tuned)
     rebuilt.optimizer.build(rebuilt.trainable_variables)
     rebuilt.load_weights(out / "search" / f"trial_{best['trial_id']}" / "checkpoint.weights.h5")

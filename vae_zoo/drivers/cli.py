@@ -216,11 +216,11 @@ def _eval_data(model_path, model, examples, seed):
     if recipes.input_shape(recipe) != tuple(model.data_shape):
         raise ValueError(
             f"model input shape {tuple(model.data_shape)} does not match dataset "
-            f"{recipe['data']['dataset']!r} {recipes.input_shape(recipe)}"
+            f"{recipe.data.dataset!r} {recipes.input_shape(recipe)}"
         )
     _, test = recipes.build_datasets(recipe, with_labels=model.conditional)
     x, y = data.first_examples(test, examples)
-    return x, y, recipe["data"]["dataset"]
+    return x, y, recipe.data.dataset
 
 
 def _shipped_folders() -> list[Path]:
@@ -338,10 +338,10 @@ def _cmd_list(args):
 def _print_strategy(recipe):
     from vae_zoo.training import distribute
 
-    strategy = distribute.strategy_for(recipe["train"]["strategy"])
+    strategy = distribute.strategy_for(recipe.train.strategy)
     replicas = distribute.num_replicas(strategy)
     if replicas > 1:
-        per_replica = recipe["data"]["batch_size"]
+        per_replica = recipe.data.batch_size
         print(f"strategy: {distribute.describe(strategy)}; global batch "
               f"{per_replica * replicas} ({per_replica} per replica)", flush=True)
 

@@ -8,7 +8,7 @@ the `[tune]` section.
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import json
 
 import keras
@@ -29,12 +29,12 @@ PROJECT = "search"  # keras-tuner's project folder inside the output folder
 
 def objective(recipe) -> keras_tuner.Objective:
     """The keras-tuner objective of a recipe's [tune] section (always maximized)."""
-    return keras_tuner.Objective(OBJECTIVE_METRICS[recipe["tune"]["objective"]], direction="max")
+    return keras_tuner.Objective(OBJECTIVE_METRICS[recipe.tune.objective], direction="max")
 
 
 def trial_epochs(recipe) -> int:
     """Epochs per trial: tune.epochs, else train.epochs (Hyperband: the most a trial gets)."""
-    return recipe["tune"]["epochs"] or recipe["train"]["epochs"]
+    return recipe.tune.epochs or recipe.train.epochs
 
 
 def search_space(recipe) -> dict:
@@ -57,7 +57,7 @@ def apply(recipe, values) -> dict:
         values: hyperparameter name → value (`beta`, `latent_dim`, `learning_rate`,
             `hidden_width`); other names (keras-tuner's `tuner/...`) are ignored.
     """
-    changed = copy.deepcopy(recipe)
+    changed = recipe.to_dict()
     for name, value in values.items():
         if name not in recipes.TUNABLE:
             continue
@@ -67,10 +67,7 @@ def apply(recipe, values) -> dict:
             key = recipes.hidden_layers_key(recipe)
             value = _scaled_widths(recipes.model_value(recipe, key), value)
         changed[section][key] = value
-    name = changed.pop("name", recipe.get("name"))
-    changed = recipes.validate(changed)
-    changed["name"] = name
-    return changed
+    return recipes.validate(changed)
 
 
 def _toml(value) -> str:
@@ -107,36 +104,36 @@ def _split(recipe, replicas):
     training split is held out (TFDS datasets: the split's last f percent), so the
     search never sees the test split; with f = 0 it selects on the test split.
     """
-    d = recipe["data"]
-    fraction = recipe["tune"]["validation_fraction"]
+    d = recipe.data
+    fraction = recipe.tune.validation_fraction
     if fraction == 0:
         return recipes.build_datasets(recipe, replicas=replicas)
     conditional = recipes.is_conditional(recipe)
-    batch_size = d["batch_size"] * replicas
-    if data.entry(d["dataset"]).in_memory:  # hold out a seeded random subset
-        x, y = data.load_arrays(d["dataset"], d["train_split"], d["image_size"])
-        order = np.random.default_rng(d["seed"]).permutation(len(x))
+    batch_size = d.batch_size * replicas
+    if data.entry(d.dataset).in_memory:  # hold out a seeded random subset
+        x, y = data.load_arrays(d.dataset, d.train_split, d.image_size)
+        order = np.random.default_rng(d.seed).permutation(len(x))
         held = max(1, int(round(fraction * len(x))))
         train_idx, val_idx = order[:-held], order[-held:]
         train = data.make_dataset(
             x[train_idx], y[train_idx] if conditional else None, batch_size=batch_size,
-            shuffle=True, binarize=d["binarize"], seed=d["seed"],
+            shuffle=True, binarize=d.binarize, seed=d.seed,
         )
         validation = data.make_dataset(
             x[val_idx], y[val_idx], batch_size=batch_size, shuffle=False,
-            binarize="none" if d["binarize"] == "none" else "static", seed=d["seed"] + 1,
+            binarize="none" if d.binarize == "none" else "static", seed=d.seed + 1,
         )
         return train, validation
-    if "[" in d["train_split"]:
+    if "[" in d.train_split:
         raise ValueError(
             f"tune.validation_fraction needs a whole training split, not data.train_split = "
-            f"{d['train_split']!r}; set tune.validation_fraction = 0 and data.test_split "
+            f"{d.train_split!r}; set tune.validation_fraction = 0 and data.test_split "
             "to your validation slice instead"
         )
     percent = f"{100 * (1 - fraction):g}"
-    held_out = copy.deepcopy(recipe)
-    held_out["data"]["train_split"] = f"{d['train_split']}[:{percent}%]"
-    held_out["data"]["test_split"] = f"{d['train_split']}[{percent}%:]"
+    held_out = recipe.replace(data=dataclasses.replace(
+        recipe.data, train_split=f"{d.train_split}[:{percent}%]",
+        test_split=f"{d.train_split}[{percent}%:]"))
     return recipes.build_datasets(held_out, replicas=replicas)
 
 
@@ -193,7 +190,7 @@ class VAEHyperModel(keras_tuner.HyperModel):
     def build(self, hp):
         recipe = self.recipe_for(hp)
         train = self.datasets(distribute.num_replicas())[0]
-        keras.utils.set_random_seed(recipe["train"]["seed"])
+        keras.utils.set_random_seed(recipe.train.seed)
         model = recipes.build_model(recipe, recipes.steps_per_epoch(train), trial_epochs(recipe))
         recipes.compile_model(model, recipe)
         # Optimizer variables now, like the model's own: keras-tuner's checkpoints then
@@ -206,7 +203,7 @@ class VAEHyperModel(keras_tuner.HyperModel):
         the first `tune.examples` validation examples as arrays (for the IW objective)."""
         if replicas not in self._data:
             train, validation = _split(self.recipe, replicas)
-            x_val, labels = data.first_examples(validation, self.recipe["tune"]["examples"])
+            x_val, labels = data.first_examples(validation, self.recipe.tune.examples)
             conditional = recipes.is_conditional(self.recipe)
             self._data[replicas] = (train, validation, x_val, labels if conditional else None)
         return self._data[replicas]
@@ -219,9 +216,9 @@ class VAEHyperModel(keras_tuner.HyperModel):
         # The β schedule is the model's, of the optimizer's step: a trial that Hyperband
         # continues from a checkpoint continues its schedule too.
         own = [ProgressBar()]  # a trial's bar never counts past its epoch
-        if recipe["tune"]["objective"] == "log_likelihood":
-            own.append(IWLogLikelihood(x_val, y_val, recipe["tune"]["num_samples"],
-                                       seed=recipe["tune"]["seed"]))
+        if recipe.tune.objective == "log_likelihood":
+            own.append(IWLogLikelihood(x_val, y_val, recipe.tune.num_samples,
+                                       seed=recipe.tune.seed))
         return model.fit(
             distribute.shard(train),
             validation_data=distribute.shard(runs.model_inputs(validation, model)),

@@ -24,6 +24,10 @@ out-of-range values raise `RecipeError` with one line naming the key.
               table {min, max, sampling, step} (see `vae_zoo.tuning`)
 ```
 
+A validated recipe is a frozen, typed `vae_zoo.drivers.config.Recipe`: read
+`recipe.train.epochs` (or, as the mapping it came from, `recipe["train"]["epochs"]`);
+`recipe.to_dict()` is its JSON.
+
 Recipes are found by name among the packaged ones (`recipes/` in the repository,
 installed as `vae_zoo.recipe_files`), or by the path of a .toml file: an argument with a
 path separator or ending in .toml is a path, any other a packaged recipe's name.
@@ -39,8 +43,10 @@ import os
 import re
 import tomllib
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
+from vae_zoo.drivers.config import Recipe
 from vae_zoo.drivers.schema import (  # noqa: F401  (the schema's names, public here too)
     OPTIMIZERS,
     SAMPLINGS,
@@ -135,11 +141,9 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     return section, key.strip(), value
 
 
-def load(name_or_path=DEFAULT_RECIPE, overrides=()) -> dict:
-    """Read, override and validate a recipe; returns a complete dict (defaults filled).
-
-    The result has one dict per section plus `"name"` (the recipe's name).
-    """
+def load(name_or_path=DEFAULT_RECIPE, overrides=()) -> Recipe:
+    """Read, override and validate a recipe: a complete `Recipe` (defaults filled), its
+    `name` the recipe's."""
     name, text = _read(name_or_path)
     try:
         raw = tomllib.loads(text)
@@ -151,9 +155,8 @@ def load(name_or_path=DEFAULT_RECIPE, overrides=()) -> dict:
         if not isinstance(raw[section], dict):
             raise RecipeError(f"recipe section [{section}] is not a table")
         raw[section][key] = value
-    recipe = validate(raw)
-    recipe["name"] = name
-    return recipe
+    raw["name"] = name
+    return validate(raw)
 
 
 # ------------------------------------------------------------------------- validation
@@ -163,15 +166,16 @@ def is_conditional(recipe) -> bool:
     """Whether the recipe's model family trains on `(x, y)` batches (class labels)."""
     from vae_zoo.models import MODELS
 
-    return bool(MODELS.get(recipe["model"]["family"]).conditional)
+    return bool(MODELS.get(recipe.model.family).conditional)
 
 
-def validate(raw: dict) -> dict:
-    """Check a parsed recipe and fill defaults. Raises `RecipeError`."""
+def validate(raw: Mapping) -> Recipe:
+    """Check a parsed recipe (nested mappings, as TOML or `Recipe.to_dict` gives them)
+    and fill defaults: the one validator of recipes. Raises `RecipeError`."""
     from vae_zoo.models import MODELS
 
-    raw = copy.deepcopy(raw)
-    raw.pop("name", None)
+    raw = copy.deepcopy(raw.to_dict() if isinstance(raw, Recipe) else dict(raw))
+    name = raw.pop("name", None)
     known = list(SCHEMA) + ["model"]
     for section, body in raw.items():
         if section not in known:
@@ -217,8 +221,8 @@ def validate(raw: dict) -> dict:
         if key in SIZE_LIST_ARGS:
             check_sizes(where, value)
         checked[key] = value
-    recipe["model"] = checked
-    check_dataset(recipe["data"])
+    recipe = Recipe.from_dict({**recipe, "model": checked, "name": name})
+    check_dataset(recipe.data)
     _require_labels(recipe)
     check_tune(recipe, fields)
     check_annealing(recipe, model_value(recipe, "beta"))
@@ -229,9 +233,9 @@ def model_value(recipe, key):
     """The value of a [model] argument: the recipe's, else the family's default."""
     from vae_zoo.models import MODELS
 
-    if key in recipe["model"]:
-        return recipe["model"][key]
-    return model_fields(MODELS.get(recipe["model"]["family"]))[key].default
+    if key in recipe.model.arguments:
+        return recipe.model.arguments[key]
+    return model_fields(MODELS.get(recipe.model.family))[key].default
 
 
 def hidden_layers_key(recipe) -> str | None:
@@ -239,16 +243,16 @@ def hidden_layers_key(recipe) -> str | None:
     "hidden_units" (dense bodies), "dense_units" (conv bodies) or None (no such layers)."""
     from vae_zoo.models import MODELS
 
-    return hidden_layers_key_of(recipe["model"], model_fields(MODELS.get(recipe["model"]["family"])))
+    return hidden_layers_key_of(recipe.model, model_fields(MODELS.get(recipe.model.family)))
 
 
 def _require_labels(recipe):
     from vae_zoo import data
 
-    dataset = recipe["data"]["dataset"]
-    if is_conditional(recipe) and not data.has_labels(dataset, **source_options(recipe["data"])):
+    dataset = recipe.data.dataset
+    if is_conditional(recipe) and not data.has_labels(dataset, **source_options(recipe.data)):
         raise RecipeError(
-            f"model.family = {recipe['model']['family']!r} needs class labels, and "
+            f"model.family = {recipe.model.family!r} needs class labels, and "
             f"data.dataset = {dataset!r} has none"
         )
 
@@ -259,8 +263,8 @@ def _require_labels(recipe):
 def input_shape(recipe) -> tuple:
     from vae_zoo import data
 
-    return data.input_shape_of(recipe["data"]["dataset"], recipe["data"]["image_size"],
-                               **source_options(recipe["data"]))
+    return data.input_shape_of(recipe.data.dataset, recipe.data.image_size,
+                               **source_options(recipe.data))
 
 
 def build_beta(recipe, steps_per_epoch=None, epochs=None):
@@ -274,18 +278,18 @@ def build_beta(recipe, steps_per_epoch=None, epochs=None):
     from vae_zoo.schedules import BetaSchedule
 
     beta = model_value(recipe, "beta")
-    annealing = recipe["annealing"]
-    if annealing["schedule"] == "none" or not steps_per_epoch:
+    annealing = recipe.annealing
+    if annealing.schedule == "none" or not steps_per_epoch:
         return beta
-    epochs = epochs or recipe["train"]["epochs"]
+    epochs = epochs or recipe.train.epochs
     return BetaSchedule(
-        annealing["schedule"],
-        beta_max=beta if annealing["beta_max"] is None else annealing["beta_max"],
-        beta_min=annealing["beta_min"],
-        warmup_steps=annealing["warmup_epochs"] * steps_per_epoch,
+        annealing.schedule,
+        beta_max=beta if annealing.beta_max is None else annealing.beta_max,
+        beta_min=annealing.beta_min,
+        warmup_steps=annealing.warmup_epochs * steps_per_epoch,
         total_steps=epochs * steps_per_epoch,
-        cycles=annealing["cycles"],
-        ratio=annealing["ratio"],
+        cycles=annealing.cycles,
+        ratio=annealing.ratio,
     )
 
 
@@ -294,14 +298,14 @@ def build_model(recipe, steps_per_epoch=None, epochs=None):
     `steps_per_epoch` is given (see `build_beta`)."""
     from vae_zoo.models import MODELS
 
-    kwargs = {key: value for key, value in recipe["model"].items() if key != "family"}
+    kwargs = dict(recipe.model.arguments)
     for key, value in kwargs.items():
         if isinstance(value, list):
             kwargs[key] = tuple(value)
     try:
         kwargs["beta"] = build_beta(recipe, steps_per_epoch, epochs)
-        return MODELS.get(recipe["model"]["family"])(
-            input_shape=input_shape(recipe), seed=recipe["train"]["seed"], **kwargs
+        return MODELS.get(recipe.model.family)(
+            input_shape=input_shape(recipe), seed=recipe.train.seed, **kwargs
         )
     except (TypeError, ValueError) as error:
         raise RecipeError(f"[model]: {error}") from None
@@ -310,22 +314,22 @@ def build_model(recipe, steps_per_epoch=None, epochs=None):
 def build_optimizer(recipe):
     import keras
 
-    train = recipe["train"]
+    train = recipe.train
     classes = {
         "adam": keras.optimizers.Adam,
         "adamw": keras.optimizers.AdamW,
         "sgd": keras.optimizers.SGD,
         "rmsprop": keras.optimizers.RMSprop,
     }
-    return classes[train["optimizer"]](learning_rate=float(train["learning_rate"]))
+    return classes[train.optimizer](learning_rate=float(train.learning_rate))
 
 
 def compile_model(model, recipe):
-    train = recipe["train"]
+    train = recipe.train
     model.compile(
         optimizer=build_optimizer(recipe),
-        jit_compile=train["jit_compile"],
-        steps_per_execution=train["steps_per_execution"],
+        jit_compile=train.jit_compile,
+        steps_per_execution=train.steps_per_execution,
     )
     return model
 
@@ -347,19 +351,19 @@ def build_datasets(recipe, with_labels=None, replicas=1):
     """
     from vae_zoo import data
 
-    d = recipe["data"]
-    batch_size = d["batch_size"] * int(replicas)
-    common = dict(batch_size=batch_size, image_size=d["image_size"],
-                  cache_budget_mb=d["cache_budget_mb"], **source_options(d))
+    d = recipe.data
+    batch_size = d.batch_size * int(replicas)
+    common = dict(batch_size=batch_size, image_size=d.image_size,
+                  cache_budget_mb=d.cache_budget_mb, **source_options(d))
     train = data.load(
-        d["dataset"], d["train_split"], shuffle=True, binarize=d["binarize"], seed=d["seed"],
+        d.dataset, d.train_split, shuffle=True, binarize=d.binarize, seed=d.seed,
         with_labels=is_conditional(recipe) if with_labels is None else bool(with_labels),
         **common,
     )
-    test_binarize = "none" if d["binarize"] == "none" else "static"
+    test_binarize = "none" if d.binarize == "none" else "static"
     test = data.load(
-        d["dataset"], d["test_split"], shuffle=False, binarize=test_binarize,
-        seed=d["seed"] + 1, with_labels=data.has_labels(d["dataset"], **source_options(d)),
+        d.dataset, d.test_split, shuffle=False, binarize=test_binarize,
+        seed=d.seed + 1, with_labels=data.has_labels(d.dataset, **source_options(d)),
         **common,
     )
     return train, test

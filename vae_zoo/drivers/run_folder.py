@@ -99,7 +99,7 @@ def _resume_decision(staging, recipe, resume, restart):
         saved = json.loads((staging / "recipe.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False  # a checkpoint without its recipe cannot be trusted
-    changed = _changed_keys(saved, json.loads(json.dumps(recipe)))
+    changed = _changed_keys(saved, json.loads(json.dumps(recipe.to_dict())))
     if not changed:
         return True
     epoch = checkpoint_metadata(checkpoint_folder(staging))["epoch"]

@@ -55,6 +55,7 @@ before training stops the others with one line.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import shutil
 import time
 import zipfile
@@ -84,7 +85,7 @@ RUNS_DIR = "runs"
 def default_output(recipe) -> Path:
     """`runs/<recipe name>-<timestamp>`; a name that is not a plain file name (a recipe
     dict built by hand) is refused, so the folder never lands outside `runs/`."""
-    name = str(recipe["name"])
+    name = str(recipe.name)
     if name in ("", ".", "..") or Path(name).name != name or "\\" in name:
         raise ValueError(f"recipe name {name!r} must be a plain name (it names the run folder)")
     return Path(RUNS_DIR) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -100,18 +101,18 @@ def model_inputs(ds, model):
 
 def _monitoring_callbacks(recipe, model, x_test, y_test, folder):
     """Per-epoch diagnostics and image grids the recipe's [output] section asks for."""
-    out = recipe["output"]
+    out = recipe.output
     chosen = []
-    if out["diagnostics"]:
+    if out.diagnostics:
         chosen.append(CollapseDiagnostics(
             x_test[:500], None if y_test is None else y_test[:500], log_dir=folder / "logs"
         ))
-    if out["images_every"] and plots.is_image_shape(model.data_shape):
+    if out.images_every and plots.is_image_shape(model.data_shape):
         shown = plots.RECONSTRUCTED  # the same rows as the final reconstructions.png
         chosen.append(ImageGrids(
             x_test[:shown], None if y_test is None else y_test[:shown], output_dir=folder / "images",
-            log_dir=folder / "logs", every=out["images_every"],
-            num_samples=out["grid_size"],
+            log_dir=folder / "logs", every=out.images_every,
+            num_samples=out.grid_size,
         ))
     return chosen
 
@@ -122,7 +123,7 @@ def check_labels(recipe, model, *label_arrays):
         bad = evaluate.label_out_of_range(model, y)
         if bad is not None:
             raise ValueError(
-                f"dataset {recipe['data']['dataset']!r} has labels outside "
+                f"dataset {recipe.data.dataset!r} has labels outside "
                 f"[0, {model.num_classes}) (got label {bad}); set model.num_classes to its "
                 "number of classes"
             )
@@ -132,17 +133,17 @@ def check_data(recipe, model, *arrays):
     """Refuse data the model's likelihood cannot score (before any training)."""
     for x in arrays:
         if len(x) == 0:
-            raise ValueError(f"dataset {recipe['data']['dataset']!r} gave no examples")
+            raise ValueError(f"dataset {recipe.data.dataset!r} gave no examples")
         if not np.all(np.isfinite(x)):
-            raise ValueError(f"dataset {recipe['data']['dataset']!r} contains NaN or inf values")
+            raise ValueError(f"dataset {recipe.data.dataset!r} contains NaN or inf values")
         problem = model.likelihood.support_problem(x)
         if problem:
-            d = recipe["data"]
+            d = recipe.data
             raise ValueError(
-                f"data {d['dataset']!r} with data.binarize = {d['binarize']!r} does not fit "
+                f"data {d.dataset!r} with data.binarize = {d.binarize!r} does not fit "
                 f"model.likelihood: {problem}"
                 + ("; set data.binarize = 'dynamic' or 'static', or pick a Gaussian or 8-bit "
-                   "likelihood" if d["binarize"] == "none" else "")
+                   "likelihood" if d.binarize == "none" else "")
             )
 
 
@@ -166,8 +167,8 @@ def _write_results(recipe, model, staging, x_test, labels, y_test, verbose):
     """metrics.json and the pictures of a trained model: training curves from
     history.csv, prior samples, reconstructions and the latent scatter. `verbose`
     (fit's): a progress bar for the IW evaluation unless 0."""
-    metrics = {"epochs": recipe["train"]["epochs"]}
-    num_samples = recipe["evaluate"]["num_samples"]
+    metrics = {"epochs": recipe.train.epochs}
+    num_samples = recipe.evaluate.num_samples
     if num_samples:
         metrics.update(evaluate.summarize(model, x_test, num_samples=num_samples, y=y_test,
                                           verbose=verbose))
@@ -177,7 +178,7 @@ def _write_results(recipe, model, staging, x_test, labels, y_test, verbose):
     history = {key: [plots.number(row[key]) for row in rows] for key in (rows[0] if rows else ())}
     plots.save_training_curves(history, staging / "training.png")
     if plots.is_image_shape(model.data_shape):
-        images, columns, row_labels = plots.sample_rows(model, recipe["output"]["grid_size"], seed=0)
+        images, columns, row_labels = plots.sample_rows(model, recipe.output.grid_size, seed=0)
         plots.save_grid(images, staging / "samples.png", columns, row_labels=row_labels,
                         title="prior samples")
         shown = min(len(x_test), plots.RECONSTRUCTED)
@@ -202,7 +203,7 @@ def _restore(model, strategy, checkpoint, recipe):
         raise DamagedCheckpoint(f"{error}; rerun with --restart to start afresh") from None
     rate = model.optimizer.learning_rate
     if isinstance(rate, keras.Variable):
-        rate.assign(recipe["train"]["learning_rate"])
+        rate.assign(recipe.train.learning_rate)
     return epoch
 
 
@@ -225,13 +226,14 @@ def train(recipe, output=None, overwrite=False, verbose=1, callbacks=(), resume=
           restart=False) -> Path | None:
     """Train the model a validated recipe describes and write its run folder.
 
-    One pass: datasets, then the model (its β schedule from [annealing]) in the
-    strategy's scope, checks of the data, the checkpoint restored if one is kept,
-    `fit` with the recipe's callbacks, the evaluation and pictures, and the move into
-    place.
+    Top-down: the run folder's decisions (`run_folder.start`: lock, resume, restart,
+    chief and workers), then `plan` (datasets, the model with its β schedule in the
+    strategy's scope, checks of the data, the checkpoint restored if one is kept, the
+    callbacks), then `execute` (`fit`, the evaluation and pictures), then the move
+    into place (`run_folder.publish`).
 
     Args:
-        recipe: a dict from `vae_zoo.recipes.load`.
+        recipe: a `Recipe` from `vae_zoo.recipes.load` (or `validate`).
         output: run folder path (default `runs/<recipe>-<timestamp>`).
         overwrite: replace an existing folder at `output`.
         verbose: Keras `fit` verbosity (1 = progress bar).
@@ -248,7 +250,7 @@ def train(recipe, output=None, overwrite=False, verbose=1, callbacks=(), resume=
         TrainingDiverged: the loss, or a weight or optimizer slot, became non-finite;
             the last good checkpoint is kept, and rerunning resumes from it.
     """
-    strategy = distribute.strategy_for(recipe["train"]["strategy"])
+    strategy = distribute.strategy_for(recipe.train.strategy)
     chief = distribute.is_chief(strategy)
     output = Path(output) if output else default_output(recipe)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -259,7 +261,8 @@ def train(recipe, output=None, overwrite=False, verbose=1, callbacks=(), resume=
                                                strategy, chief, lock)
         if staging is None:
             return output if chief else None
-        _train_in(recipe, strategy, chief, staging, checkpoint, output, verbose, callbacks)
+        planned = plan(recipe, strategy, chief, staging, checkpoint, output, callbacks)
+        execute(planned, verbose)
         if not chief:
             shutil.rmtree(staging, ignore_errors=True)
             return None
@@ -283,36 +286,64 @@ def train(recipe, output=None, overwrite=False, verbose=1, callbacks=(), resume=
     return output
 
 
-def _train_in(recipe, strategy, chief, staging, checkpoint, output, verbose, callbacks):
-    """Build, check, restore and fit the model in `staging`, then write its results."""
-    keras.utils.set_random_seed(recipe["train"]["seed"])
-    replicas = distribute.num_replicas(strategy)
-    train_ds, test_ds = recipes_lib.build_datasets(recipe, replicas=replicas)
+@dataclasses.dataclass
+class Plan:
+    """What `train` decided before it fits, in the run's staging folder: the model
+    (built, compiled, restored), its data, the examples it is checked and pictured on,
+    the epoch it starts from and the callbacks of `fit`, in order."""
+
+    recipe: dict
+    staging: Path
+    chief: bool
+    model: keras.Model
+    train_ds: tf.data.Dataset
+    test_ds: tf.data.Dataset
+    x_test: np.ndarray
+    labels: np.ndarray | None
+    y_test: np.ndarray | None  # what a conditional model is conditioned on
+    initial_epoch: int
+    callbacks: list
+
+
+def plan(recipe, strategy, chief, staging, checkpoint, output, callbacks=()) -> Plan:
+    """Build, check and restore the model of `recipe` for `staging`; nothing is fitted."""
+    keras.utils.set_random_seed(recipe.train.seed)
+    train_ds, test_ds = recipes_lib.build_datasets(recipe,
+                                                   replicas=distribute.num_replicas(strategy))
     steps = recipes_lib.steps_per_epoch(train_ds)
-    if steps is None and recipe["annealing"]["schedule"] != "none":
-        raise ValueError(f"annealing.schedule = {recipe['annealing']['schedule']!r} needs "
+    if steps is None and recipe.annealing.schedule != "none":
+        raise ValueError(f"annealing.schedule = {recipe.annealing.schedule!r} needs "
                          f"the number of batches per epoch, which dataset "
-                         f"{recipe['data']['dataset']!r} does not declare")
+                         f"{recipe.data.dataset!r} does not declare")
     with strategy.scope():
         model = recipes_lib.build_model(recipe, steps)
         recipes_lib.compile_model(model, recipe)
     distribute.prepare_model(model, strategy)
-    x_test, labels = first_examples(test_ds, recipe["evaluate"]["examples"])
-    y_test = labels if model.conditional else None  # what the model is conditioned on
+    x_test, labels = first_examples(test_ds, recipe.evaluate.examples)
+    y_test = labels if model.conditional else None
     # the test split goes through the same pipeline (binarized whenever training data
     # are), so it shows a mismatch with the likelihood without touching train_ds
     check_data(recipe, model, x_test)
     # (not by iterating train_ds: an extra pass would move its shuffle order)
     if int(train_ds.cardinality()) == 0:
-        raise ValueError(f"dataset {recipe['data']['dataset']!r} split "
-                         f"{recipe['data']['train_split']!r} gave no training examples")
+        raise ValueError(f"dataset {recipe.data.dataset!r} split "
+                         f"{recipe.data.train_split!r} gave no training examples")
     if y_test is not None:
         check_labels(recipe, model, y_test)
     epoch = 0
     if checkpoint is not None:
         epoch = _restore(model, strategy, checkpoint, recipe) or 0
         print(f"resuming {output} after epoch {epoch} from {checkpoint}", flush=True)
-    write_json(staging / "recipe.json", recipe)
+    chosen = _fit_callbacks(recipe, model, staging, x_test, y_test, epoch, chief) + list(callbacks)
+    return Plan(recipe, staging, chief, model, train_ds, test_ds, x_test, labels, y_test,
+                epoch, chosen)
+
+
+def execute(plan: Plan, verbose=1):
+    """Fit the planned model, save it and, on the chief, write its results and
+    `best.keras` into the staging folder."""
+    model, staging = plan.model, plan.staging
+    write_json(staging / "recipe.json", plan.recipe.to_dict())
 
     def best():
         save_best_model(model, run_folder.checkpoint_folder(staging), staging / "best.keras",
@@ -320,26 +351,26 @@ def _train_in(recipe, strategy, chief, staging, checkpoint, output, verbose, cal
 
     try:
         model.fit(
-            distribute.shard(train_ds),
-            validation_data=distribute.shard(model_inputs(test_ds, model)),
-            epochs=recipe["train"]["epochs"],
-            initial_epoch=epoch,
-            callbacks=_fit_callbacks(recipe, model, staging, x_test, y_test, epoch, chief)
-            + list(callbacks),
+            distribute.shard(plan.train_ds),
+            validation_data=distribute.shard(model_inputs(plan.test_ds, model)),
+            epochs=plan.recipe.train.epochs,
+            initial_epoch=plan.initial_epoch,
+            callbacks=plan.callbacks,
             verbose=verbose,
             shuffle=False,  # the dataset reshuffles itself every epoch
         )
     except TrainingDiverged:
-        if chief:  # the best model so far, beside the kept checkpoint
+        if plan.chief:  # the best model so far, beside the kept checkpoint
             try:
                 best()
             except (OSError, tf.errors.OpError) as error:
                 print(f"best.keras not written: {describe_error(error)}", flush=True)
         raise
-    check_finite(model, recipe["train"]["epochs"])
+    check_finite(model, plan.recipe.train.epochs)
     model.save(staging / "model.keras")  # on every worker, as tf.distribute asks
-    if chief:
-        _write_results(recipe, model, staging, x_test, labels, y_test, verbose)
+    if plan.chief:
+        _write_results(plan.recipe, model, staging, plan.x_test, plan.labels, plan.y_test,
+                       verbose)
         best()  # last: it loads the best epoch's weights into the model
 
 

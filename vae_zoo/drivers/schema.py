@@ -1,4 +1,5 @@
-"""The recipe schema: every section's keys with their types, defaults and ranges.
+"""The recipe schema: every section's keys with their types, defaults and ranges (the
+typed config's dataclasses, `vae_zoo.drivers.config`).
 
 `vae_zoo.recipes` validates recipes against it; `[model]` fields come from the chosen
 family's constructor (`model_fields`), `[tune]` search spaces are checked by
@@ -9,36 +10,15 @@ from __future__ import annotations
 
 import inspect
 
+from vae_zoo.drivers.config import (  # noqa: F401 (the choices, public here too)
+    OPTIMIZERS, SECTIONS, SEED_MAX, TUNE_OBJECTIVES, TUNERS,
+)
 from vae_zoo.fields import Field, did_you_mean, suggest  # noqa: F401 (suggest: used by recipes)
 
 
 class RecipeError(ValueError):
     """A recipe (or an override) names something wrong; the message names the key."""
 
-
-def _schedules():
-    from vae_zoo.schedules import SCHEDULES
-
-    return ("none",) + tuple(SCHEDULES.names())
-
-
-def _binarize_modes():
-    from vae_zoo import data
-
-    return data.BINARIZE_MODES
-
-
-def _strategies():
-    from vae_zoo.training.distribute import STRATEGIES
-
-    return STRATEGIES
-
-
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
-# Seeds: what NumPy's and Keras's seeding accepts.
-SEED_MAX = 2**32 - 1
-TUNERS = ("random", "bayesian", "hyperband")
-TUNE_OBJECTIVES = ("elbo", "log_likelihood")
 
 # The [tune] search space: hyperparameter → (recipe key it sets, integer?, minimum,
 # exclusive minimum). `hidden_width` sets the width of the first hidden layer of the
@@ -52,62 +32,8 @@ TUNABLE = {
 SAMPLINGS = ("linear", "log", "reverse_log")
 _RANGE_KEYS = ("min", "max", "sampling", "step")
 
-# Section → key → Field. Choices given as callables are resolved lazily.
-SCHEMA = {
-    "data": {
-        # a packaged name, a TFDS name or a path: checked by `check_dataset`
-        "dataset": Field((str,), "mnist_sample"),
-        "binarize": Field((str,), "dynamic", choices=_binarize_modes),
-        "batch_size": Field((int,), 128, minimum=1),
-        "train_split": Field((str,), "train"),
-        "test_split": Field((str,), "test"),
-        "image_size": Field((int,), None, minimum=1, nullable=True),
-        "data_dir": Field((str,), None, nullable=True),
-        "image_key": Field((str,), None, nullable=True),
-        "label_key": Field((str,), None, nullable=True),
-        "cache_budget_mb": Field((int,), None, minimum=0, nullable=True),  # None: the default
-        "seed": Field((int,), 0, minimum=0, maximum=SEED_MAX),
-    },
-    "train": {
-        "epochs": Field((int,), 30, minimum=1),
-        "optimizer": Field((str,), "adam", choices=OPTIMIZERS),
-        "learning_rate": Field((float, int), 1e-3, minimum=0, exclusive_minimum=True),
-        "seed": Field((int,), 0, minimum=0, maximum=SEED_MAX),
-        "jit_compile": Field((bool, str), "auto", choices=(True, False, "auto")),
-        "steps_per_execution": Field((int, str), "auto", minimum=1, choices=("auto",)),
-        "strategy": Field((str,), "auto", choices=_strategies),
-    },
-    "annealing": {
-        "schedule": Field((str,), "none", choices=_schedules),
-        "beta_min": Field((float, int), 0.0, minimum=0),
-        "beta_max": Field((float, int), None, minimum=0, nullable=True),
-        "warmup_epochs": Field((float, int), 10, minimum=0),
-        "cycles": Field((int,), 4, minimum=1),
-        "ratio": Field((float, int), 0.5, minimum=0, exclusive_minimum=True, maximum=1),
-    },
-    "evaluate": {
-        "num_samples": Field((int,), 1000, minimum=0),
-        "examples": Field((int,), 1000, minimum=1),
-    },
-    "output": {
-        "grid_size": Field((int,), 64, minimum=1),
-        "images_every": Field((int,), 5, minimum=0),
-        "diagnostics": Field((bool,), True),
-    },
-    "tune": {
-        "tuner": Field((str,), "random", choices=TUNERS),
-        "objective": Field((str,), "elbo", choices=TUNE_OBJECTIVES),
-        "max_trials": Field((int,), 10, minimum=1),
-        "epochs": Field((int,), None, minimum=1, nullable=True),  # default train.epochs
-        "executions_per_trial": Field((int,), 1, minimum=1),
-        "hyperband_factor": Field((int,), 3, minimum=2),
-        "num_samples": Field((int,), 100, minimum=1),  # IW samples, objective log_likelihood
-        "examples": Field((int,), 1000, minimum=1),  # validation examples for it
-        "validation_fraction": Field((float, int), 0.1, minimum=0),  # 0: the test split
-        "seed": Field((int,), 0, minimum=0, maximum=SEED_MAX),
-        **{name: Field((list, dict), None, nullable=True) for name in TUNABLE},
-    },
-}
+# Section → key → Field, from the typed config's dataclasses ([model] is the family's).
+SCHEMA = {name: section.schema() for name, section in SECTIONS.items()}
 
 # Model arguments that come from elsewhere in the recipe, not from [model].
 _DERIVED_MODEL_ARGS = ("input_shape", "seed")

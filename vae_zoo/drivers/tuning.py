@@ -153,9 +153,9 @@ def build_tuner(recipe, directory, overwrite=False, strategy=None, report=True, 
         report: print one line per finished trial.
         hypermodel: the `VAEHyperModel(recipe)` to use (default: a new one).
     """
-    tune = recipe["tune"]
+    tune = recipe.tune
     if strategy is None:
-        strategy = distribute.strategy_for(recipe["train"]["strategy"])
+        strategy = distribute.strategy_for(recipe.train.strategy)
     if distribute.is_multi_worker(strategy):
         raise ValueError(
             "tuning runs each trial on one machine (train.strategy one_device or mirrored); "
@@ -165,24 +165,24 @@ def build_tuner(recipe, directory, overwrite=False, strategy=None, report=True, 
         objective=objective(recipe),
         # keras-tuner reads seed 0 as "no seed" (a fresh random one each search):
         # shift, so every tune.seed, 0 included, repeats its search.
-        seed=tune["seed"] + 1,
-        executions_per_trial=tune["executions_per_trial"],
+        seed=tune.seed + 1,
+        executions_per_trial=tune.executions_per_trial,
         distribution_strategy=strategy if distribute.num_replicas(strategy) > 1 else None,
         directory=str(directory),
         project_name=PROJECT,
         overwrite=overwrite,
     )
     hypermodel = hypermodel or VAEHyperModel(recipe)
-    cls = TUNERS[tune["tuner"]]
+    cls = TUNERS[tune.tuner]
     try:
-        if tune["tuner"] == "hyperband":
+        if tune.tuner == "hyperband":
             tuner = cls(hypermodel, max_epochs=trial_epochs(recipe),
-                        factor=tune["hyperband_factor"], hyperband_iterations=1, **common)
+                        factor=tune.hyperband_factor, hyperband_iterations=1, **common)
         else:
-            tuner = cls(hypermodel, max_trials=tune["max_trials"], **common)
+            tuner = cls(hypermodel, max_trials=tune.max_trials, **common)
     except ImportError as error:
         raise RuntimeError(
-            f"tune.tuner = {tune['tuner']!r}: {error} (pip install 'keras-tuner[bayesian]')"
+            f"tune.tuner = {tune.tuner!r}: {error} (pip install 'keras-tuner[bayesian]')"
         ) from None
     tuner.report = report
     return tuner
@@ -241,7 +241,7 @@ def search(recipe, output=None, overwrite=False, verbose=1, top=3, report=True,
             raise ValueError(
                 "distributed tuning needs an output folder shared by the chief and workers"
             )
-        output = Path(runs.RUNS_DIR) / f"tune-{recipe['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
+        output = Path(runs.RUNS_DIR) / f"tune-{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     output = Path(output)
     if part is None and output.exists() and not overwrite:
         raise FileExistsError(
@@ -276,7 +276,7 @@ def search(recipe, output=None, overwrite=False, verbose=1, top=3, report=True,
     model = tuner.get_best_models(1)[0]
     model.save(output / "partial-model.keras")  # then renamed: never half a model.keras
     os.replace(output / "partial-model.keras", output / "model.keras")
-    write_json_atomic(output / "recipe.json", best_recipe, indent=2)
+    write_json_atomic(output / "recipe.json", best_recipe.to_dict(), indent=2)
     result["model"] = str(output / "model.keras")
     if export:
         # the best model as a TF-Serving SavedModel `output/serving/<version>/`
