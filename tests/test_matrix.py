@@ -3,7 +3,7 @@ README's feature matrix lists builds, scores and differentiates.
 
 Tiny shapes: each family's `example_arguments` (8×8×1 images); data with values k/255
 (valid for every likelihood), one gradient of the training loss through the model's
-own `compute_terms`.
+`compute_terms` (its objective's terms).
 """
 
 import inspect
