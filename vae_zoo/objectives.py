@@ -7,8 +7,9 @@ driver computes a bound the same way (docs/theory.md):
   otherwise the one-sample Monte-Carlo estimate log q(z) − log p(z) at the given z.
 - `elbo_terms`, `beta_elbo_loss`: ELBO = E_q[log p(x|z)] − KL(q(z|x) || p(z)) with one
   reparameterized sample (Kingma & Welling 2014, eq. 7) and the loss −(rec − β·KL).
-- `iwae_terms`: the importance-weighted objective (Burda et al. 2016) with β inside
-  each weight, and the metrics reported beside it (`importance_metrics`).
+- `log_importance_weights`, `importance_metrics`: the weights of the importance-weighted
+  objectives (Burda et al. 2016) with β inside each, and the metrics reported beside
+  them.
 - `miwae_bound`, `ciwae_bound`, `piwae_surrogate`: the multiply, combination and
   partially importance-weighted objectives of Rainforth et al. 2018 from log-weights.
 - `capacity_loss`: −log p(x|z) + γ |KL − C|, the controlled-capacity loss (Burgess et al.
@@ -65,22 +66,26 @@ def kl_divergence(q, p, z=None, analytic=True):
     return q.log_prob(z) - p.log_prob(z)
 
 
-def elbo_terms(x, q, z, likelihood, prior, analytic_kl=True):
+def elbo_terms(reconstruction, layers, analytic_kl=True):
     """The ELBO and its two terms, each `[B]` in nats.
 
     Args:
-        x: data `[B, *data_shape]`.
-        q: q(z|x), batch `[B]`.
-        z: one reparameterized sample of q, `[B, *latent_shape]`.
-        likelihood: p(x|z) at that z, batch `[B]`, event `data_shape`.
-        prior: p(z).
+        reconstruction: log p(x|z) at one reparameterized sample z ~ q(z|x), `[B]`.
+        layers: `((q_l, p_l, z_l), ...)`: the KL term is Σ_l KL(q_l || p_l), each at
+            its sample z_l for the Monte-Carlo estimate; one layer `(q, prior, z)`
+            for a single latent.
+        analytic_kl: the closed-form KL where TFP registers one.
 
     Returns:
-        dict with "reconstruction" (log p(x|z)), "kl" and "elbo" = reconstruction − kl.
+        dict with "reconstruction", "kl" and "elbo" = reconstruction − kl; with
+        several layers also each layer's KL, "kl_1" ... "kl_L" (first layer first).
     """
-    reconstruction = likelihood.log_prob(x)
-    kl = kl_divergence(q, prior, z, analytic=analytic_kl)
-    return {"elbo": reconstruction - kl, "reconstruction": reconstruction, "kl": kl}
+    kls = [kl_divergence(q, p, z, analytic=analytic_kl) for q, p, z in layers]
+    kl = kls[0] if len(kls) == 1 else tf.add_n(kls)
+    terms = {"elbo": reconstruction - kl, "reconstruction": reconstruction, "kl": kl}
+    if len(kls) > 1:
+        terms.update({f"kl_{i + 1}": kl_i for i, kl_i in enumerate(kls)})
+    return terms
 
 
 def beta_elbo_loss(reconstruction, kl, beta):
@@ -117,23 +122,6 @@ def importance_metrics(log_likelihood, log_prior, log_posterior):
         "reconstruction": tf.reduce_mean(log_likelihood, axis=0),
         "kl": tf.reduce_mean(kl, axis=0),
     }
-
-
-def iwae_terms(log_likelihood, log_prior, log_posterior, beta):
-    """The IWAE objective from K samples per example (Burda et al. 2016).
-
-    Args:
-        log_likelihood, log_prior, log_posterior: `[K, B]` log p(x|z_k), log p(z_k),
-            log q(z_k|x) for z_k ~ q(z|x).
-        beta: KL weight; the weights are p(x|z_k) (p(z_k)/q(z_k|x))^β.
-
-    Returns:
-        dict of `[B]`: "loss" (the negated β-weighted bound), "iw_bound" (the bound at
-        β = 1), and "elbo", "reconstruction", "kl" averaged over the K samples.
-    """
-    log_weights = log_importance_weights(log_likelihood, log_prior, log_posterior, beta)
-    return {"loss": -importance_weighted_bound(log_weights),
-            **importance_metrics(log_likelihood, log_prior, log_posterior)}
 
 
 def miwae_bound(log_weights, num_bounds):

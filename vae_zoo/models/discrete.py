@@ -244,19 +244,20 @@ class DiscreteVAE(Family):
 
     def forward(self, x, y=None, seed=None, training=False):
         """One hard one-hot z ~ q(z|x) (no gradient through it) through the model.
-        Parts: "relaxed", q's relaxation at the temperature; for "reinforce",
-        "baseline" b `[B]` (read before this step's update) and "baseline_loss" (value
-        0, gradient to the learned baseline's network). With `training=True` the
-        moving average takes its step."""
+        Parts: for "gumbel_softmax", "relaxed", q's relaxation at the temperature; for
+        "reinforce", "baseline" b `[B]` (read before this step's update) and
+        "baseline_loss" (value 0, gradient to the learned baseline's network). With
+        `training=True` the moving average takes its step."""
         x = tf.convert_to_tensor(x, tf.float32)
         params = self.encoder(x)  # [B, L, C] logits
         q = self.posterior(params)  # batch [B], event [L, C]
         z = tf.stop_gradient(self.posterior_sample(q, self.draw_seed(seed)))  # one-hot
-        record = forward_record(x, q, z, self.decode(z), self.prior_for(q), analytic_kl=True,
-                                relaxed=self.posterior.relaxed(params, self.temperature))
+        record = forward_record(x, q, z, self.decode(z), self.prior_for(q), analytic_kl=True)
         if self.estimator == "reinforce":
             baseline, baseline_loss = self._baseline(x, record.reconstruction, training)
             record.parts.update(baseline=baseline, baseline_loss=baseline_loss)
+        else:
+            record.parts.update(relaxed=self.posterior.relaxed(params, self.temperature))
         return record
 
     def _baseline(self, x, reconstruction, training):

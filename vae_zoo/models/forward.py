@@ -56,17 +56,11 @@ def forward_record(x, q, z, likelihood, prior, analytic_kl, **parts) -> Forward:
 
 
 def elbo_terms(record: Forward) -> dict:
-    """The ELBO's terms of one draw, `[B]` each, in nats: "elbo", "reconstruction"
-    (log p(x|z)) and "kl" (Σ over the layers; analytic where registered, else the
-    draw's log q − log p); with several layers also "kl_1" ... "kl_L", bottom first."""
-    kls = [objectives.kl_divergence(q, p, z, analytic=record.analytic_kl)
-           for q, p, z in record.layers]
-    kl = kls[0] if len(kls) == 1 else tf.add_n(kls)
-    terms = {"elbo": record.reconstruction - kl, "reconstruction": record.reconstruction,
-             "kl": kl}
-    if len(kls) > 1:
-        terms.update({f"kl_{i + 1}": kl_i for i, kl_i in enumerate(kls)})
-    return terms
+    """The ELBO's terms of one draw, `[B]` each, in nats (`objectives.elbo_terms`):
+    "elbo", "reconstruction" (log p(x|z)) and "kl" (Σ over the layers; analytic where
+    registered, else the draw's log q − log p); with several layers also "kl_1" ...
+    "kl_L", bottom first."""
+    return objectives.elbo_terms(record.reconstruction, record.layers, record.analytic_kl)
 
 
 class Batch:

@@ -230,21 +230,15 @@ class HierarchicalVAE(Family):
         x = tf.convert_to_tensor(x, tf.float32)
         _, z, blocks, q_layers, p_layers = self._joint_sample(x, num_samples,
                                                               self.draw_seed(seed))
-        return _with_sums(self._log_likelihood_of_draws(x, z),
+        return _with_sums(self.log_likelihood_of_draws(x, z),
                           [p.log_prob(b) for p, b in zip(p_layers, blocks)],
                           [q.log_prob(b) for q, b in zip(q_layers, blocks)])
 
     def score_latents(self, x, q, z, y=None):
         """`VAE.score_latents` at given joint draws z `[K, B, D]` of q, with each layer's
         log-densities (as `importance_terms`)."""
-        return _with_sums(self._log_likelihood_of_draws(x, z),
+        return _with_sums(self.log_likelihood_of_draws(x, z),
                           self.prior_distribution().layer_log_probs(z), q.layer_log_probs(z))
-
-    def _log_likelihood_of_draws(self, x, z):
-        """log p(x|z_1) `[K, B]` for draws z `[K, B, D]`."""
-        num_samples = z.shape[0] if z.shape[0] is not None else tf.shape(z)[0]
-        flat_z = tf.reshape(z, [-1, sum(self.latent_dims)])  # [K*B, D]
-        return self.likelihood.log_prob_of_draws(self.decode(flat_z), x, num_samples)
 
 
 def _with_sums(log_likelihood, layer_log_prior, layer_log_posterior):

@@ -68,19 +68,22 @@ class ImportanceSampling:
         Returns:
             dict of `[K, B]` tensors, as `importance_terms`.
         """
-        num_samples = z.shape[0] if z.shape[0] is not None else tf.shape(z)[0]
-        flat_z = tf.reshape(z, tf.concat([[-1], tf.shape(z)[2:]], 0))  # [K*B, *latent_shape]
-        tiled_y = None
-        if y is not None:  # the batch's conditions repeated, as the K draws are
-            y = tf.convert_to_tensor(y)
-            tiled_y = tf.tile(y, [num_samples] + [1] * (y.shape.rank - 1))
-        log_px_z = self.likelihood.log_prob_of_draws(
-            self.decode(flat_z, tiled_y), x, num_samples)  # [K, B]
         return {
-            "log_likelihood": log_px_z,
+            "log_likelihood": self.log_likelihood_of_draws(x, z, y),
             "log_prior": self.prior_for(q, y).log_prob(z),
             "log_posterior": q.log_prob(z),
         }
+
+    def log_likelihood_of_draws(self, x, z, y=None):
+        """log p(x|z_k) `[K, B]` for draws z `[K, B, *latent_shape]`: the K draws decoded
+        as one batch of K·B (the conditions repeated as the draws are)."""
+        num_samples = z.shape[0] if z.shape[0] is not None else tf.shape(z)[0]
+        flat_z = tf.reshape(z, tf.concat([[-1], tf.shape(z)[2:]], 0))  # [K*B, *latent_shape]
+        tiled_y = None
+        if y is not None:
+            y = tf.convert_to_tensor(y)
+            tiled_y = tf.tile(y, [num_samples] + [1] * (y.shape.rank - 1))
+        return self.likelihood.log_prob_of_draws(self.decode(flat_z, tiled_y), x, num_samples)
 
     @property
     def likelihood_params_per_example(self) -> int:
